@@ -1,0 +1,230 @@
+"""
+Tests for L{twcomms.protocol.CommsProtocol}: in memory, no reactor.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Any
+
+import pytest
+from twisted.internet.error import ConnectionDone, ConnectionLost
+from twisted.internet.testing import StringTransport
+from twisted.logger import capturedLogs
+from twisted.python.failure import Failure
+
+from tests.helpers import TCPStringTransport, reference_frame, reference_parse
+from twcomms.errors import (
+    ConnectionClosedError,
+    DecodeError,
+    InvalidJSONError,
+    MessageTooLargeError,
+    NotConnectedError,
+)
+from twcomms.protocol import CloseReason, CommsProtocol, validate_max_message_size
+
+
+class RecordingReceiver:
+    def __init__(self) -> None:
+        self.sender: CommsProtocol | None = None
+        self.messages: list[Any] = []
+        self.errors: list[DecodeError] = []
+        self.closed: list[tuple[CloseReason, Failure]] = []
+
+    def startReceivingMessages(self, sender: CommsProtocol) -> None:
+        self.sender = sender
+
+    def messageReceived(self, message: Any) -> None:
+        self.messages.append(message)
+
+    def messageDecodeFailed(self, error: DecodeError) -> None:
+        self.errors.append(error)
+
+    def stopReceivingMessages(self, reason: CloseReason, failure: Failure) -> None:
+        self.closed.append((reason, failure))
+
+
+def make(
+    data_type: str = "json", transport: StringTransport | None = None, **kw: Any
+) -> tuple[CommsProtocol, RecordingReceiver, StringTransport]:
+    receiver = RecordingReceiver()
+    proto = CommsProtocol(receiver, data_type, **kw)
+    t = transport if transport is not None else StringTransport()
+    proto.makeConnection(t)
+    return proto, receiver, t
+
+
+def test_connection_made_hands_the_sender_to_the_receiver() -> None:
+    proto, receiver, _ = make()
+    assert receiver.sender is proto
+
+
+@pytest.mark.parametrize(
+    ("data_type", "sent", "received"),
+    [
+        ("json", {"a": [1, 2]}, {"a": [1, 2]}),
+        ("json", [1, "x"], [1, "x"]),
+        ("json", '{"raw": true}', {"raw": True}),
+        ("string", "héllo", "héllo"),
+        ("binary", b"\x00\xff", b"\x00\xff"),
+        ("binary", bytearray(b"ab"), b"ab"),
+    ],
+)
+def test_send_and_receive_each_type(data_type: str, sent: Any, received: Any) -> None:
+    a, _, ta = make(data_type)
+    b, rb, _ = make(data_type)
+    a.sendMessage(sent)
+    b.dataReceived(ta.value())
+    assert rb.messages == [received]
+    assert a.messagesSent == 1 and b.messagesReceived == 1
+    assert a.bytesSent == b.bytesReceived == len(ta.value()) - 4
+
+
+def test_big_endian() -> None:
+    a, _, ta = make("string", byteOrder="big")
+    a.sendMessage("abc")
+    assert ta.value() == b"\x00\x00\x00\x03abc"
+    b, rb, _ = make("string", byteOrder="big")
+    b.dataReceived(ta.value())
+    assert rb.messages == ["abc"]
+
+
+def test_receiver_decodes_by_its_own_type() -> None:
+    a, _, ta = make("json")
+    a.sendMessage({"k": "v"})
+    for data_type, expected in [
+        ("json", {"k": "v"}),
+        ("string", '{"k": "v"}'),
+        ("binary", b'{"k": "v"}'),
+    ]:
+        b, rb, _ = make(data_type)
+        b.dataReceived(ta.value())
+        assert rb.messages == [expected]
+
+
+def test_decode_error_goes_to_the_hook_and_the_connection_stays_up() -> None:
+    proto, receiver, t = make("json")
+    with capturedLogs() as events:
+        proto.dataReceived(
+            reference_frame(b"not json")
+            + reference_frame(b"\xff")
+            + reference_frame(b"")
+            + reference_frame(b'{"ok": 1}')
+        )
+    assert receiver.messages == [{"ok": 1}]
+    assert [e.payload for e in receiver.errors] == [b"not json", b"\xff", b""]
+    assert proto.decodeErrors == 3
+    assert not t.disconnecting
+    assert sum("did not decode" in e["log_format"] for e in events) == 3
+
+
+def test_zero_length_messages() -> None:
+    proto, receiver, _ = make("string")
+    proto.dataReceived(reference_frame(b""))
+    proto2, receiver2, _ = make("binary")
+    proto2.dataReceived(reference_frame(b""))
+    assert receiver.messages == [""] and receiver2.messages == [b""]
+
+
+def test_invalid_json_text_raises_before_writing() -> None:
+    proto, _, t = make("json")
+    with pytest.raises(InvalidJSONError):
+        proto.sendMessage("not json")
+    assert t.value() == b""
+
+
+def test_outgoing_over_max_message_size_raises_before_writing() -> None:
+    proto, _, t = make("binary", maxMessageSize=100)
+    proto.sendMessage(b"x" * 100)
+    before = t.value()
+    with pytest.raises(MessageTooLargeError, match="101 bytes"):
+        proto.sendMessage(b"x" * 101)
+    assert t.value() == before
+    assert proto.messagesSent == 1
+
+
+def test_incoming_over_max_message_size_closes_with_reason() -> None:
+    proto, receiver, t = make("binary", maxMessageSize=100)
+    proto.dataReceived(struct.pack("<I", 101) + b"x" * 101 + reference_frame(b"y"))
+    assert receiver.messages == []
+    assert t.disconnecting
+    proto.connectionLost(Failure(ConnectionDone()))
+    assert receiver.closed[0][0] is CloseReason.OVERSIZE
+
+
+def test_peer_closed_and_error_reasons() -> None:
+    proto, receiver, _ = make()
+    proto.connectionLost(Failure(ConnectionDone()))
+    assert receiver.closed[0][0] is CloseReason.PEER_CLOSED
+    proto, receiver, _ = make()
+    proto.connectionLost(Failure(ConnectionLost()))
+    assert receiver.closed[0][0] is CloseReason.ERROR
+
+
+def test_close_is_local_and_sending_after_close_raises() -> None:
+    proto, receiver, t = make()
+    proto.sendMessage({"a": 1})
+    proto.close()
+    assert t.disconnecting
+    with pytest.raises(ConnectionClosedError, match="closed"):
+        proto.sendMessage({"b": 2})
+    with pytest.raises(ConnectionError):
+        proto.sendString(b"{}")
+    proto.close()  # twice is fine
+    proto.connectionLost(Failure(ConnectionDone()))
+    assert receiver.closed[0][0] is CloseReason.CLOSED
+    assert reference_parse(t.value()) == [b'{"a": 1}']
+
+
+def test_sending_after_connection_lost_raises() -> None:
+    proto, _, _ = make()
+    proto.connectionLost(Failure(ConnectionLost()))
+    with pytest.raises(ConnectionClosedError):
+        proto.sendMessage({})
+
+
+def test_sending_before_connecting_raises() -> None:
+    proto = CommsProtocol(RecordingReceiver())
+    with pytest.raises(NotConnectedError):
+        proto.sendMessage({})
+
+
+def test_peer_vanishing_mid_message_is_logged_and_freed() -> None:
+    proto, receiver, _ = make("binary")
+    proto.dataReceived(reference_frame(b"whole") + struct.pack("<I", 1000) + b"part")
+    with capturedLogs() as events:
+        proto.connectionLost(Failure(ConnectionLost()))
+    assert receiver.messages == [b"whole"]
+    assert proto.incompleteFrameBytes == 0
+    (event,) = [e for e in events if "middle of a message" in e["log_format"]]
+    assert event["incomplete"] == 8
+
+
+def test_abort_sets_the_reason() -> None:
+    proto, receiver, _ = make()
+    proto.abort(CloseReason.SLOW_CONSUMER)
+    proto.connectionLost(Failure(ConnectionLost()))
+    assert receiver.closed[0][0] is CloseReason.SLOW_CONSUMER
+
+
+def test_nodelay_on_tcp() -> None:
+    t = TCPStringTransport()
+    make(transport=t)
+    assert t.noDelay
+
+
+@pytest.mark.parametrize("bad", [0, -1, 2**32, 1.5, True])
+def test_max_message_size_validation(bad: Any) -> None:
+    with pytest.raises((ValueError, TypeError)):
+        validate_max_message_size(bad)
+
+
+def test_bad_options_fail_clearly() -> None:
+    with pytest.raises(ValueError, match="messageDataType"):
+        CommsProtocol(RecordingReceiver(), "xml")
+    with pytest.raises(ValueError, match="byteOrder"):
+        CommsProtocol(RecordingReceiver(), byteOrder="middle")
+
+
+def test_close_reason_prints_as_text() -> None:
+    assert str(CloseReason.SLOW_CONSUMER) == "slow consumer"

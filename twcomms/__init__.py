@@ -1,0 +1,59 @@
+"""
+twcomms: json, string and binary messages over TCP, on Twisted.
+
+Wire-compatible with "Python Comms" (4-byte unsigned length, then the
+payload; little-endian by default) and keeping its promise that every message
+arrives whole.
+
+The public API is what this module lists in C{__all__}; everything in a
+module whose name starts with an underscore is private.
+"""
+
+from twcomms._version import __version__
+from twcomms.codecs import (
+    DATA_TYPES,
+    BinaryCodec,
+    Codec,
+    JSONCodec,
+    StringCodec,
+    get_codec,
+)
+from twcomms.errors import (
+    ClientGoneError,
+    CommsError,
+    ConnectionClosedError,
+    DecodeError,
+    EncodeError,
+    InvalidJSONError,
+    MessageTooLargeError,
+    NotConnectedError,
+    UnsupportedTypeError,
+)
+from twcomms.framing import DEFAULT_MAX_MESSAGE_SIZE, FrameReceiver, frame_header
+from twcomms.protocol import CloseReason, CommsProtocol, MessageReceiver, MessageSender
+
+__all__ = [
+    "DATA_TYPES",
+    "DEFAULT_MAX_MESSAGE_SIZE",
+    "BinaryCodec",
+    "ClientGoneError",
+    "CloseReason",
+    "Codec",
+    "CommsError",
+    "CommsProtocol",
+    "ConnectionClosedError",
+    "DecodeError",
+    "EncodeError",
+    "FrameReceiver",
+    "InvalidJSONError",
+    "JSONCodec",
+    "MessageReceiver",
+    "MessageSender",
+    "MessageTooLargeError",
+    "NotConnectedError",
+    "StringCodec",
+    "UnsupportedTypeError",
+    "__version__",
+    "frame_header",
+    "get_codec",
+]

@@ -1,0 +1,139 @@
+"""
+The exceptions twcomms raises.
+
+Every exception is a L{CommsError}, and also subclasses the built-in
+exception a caller would naturally catch (C{ValueError} for a bad value,
+C{TypeError} for a bad type, C{ConnectionError} for a connection that is
+gone), so code written against the original library's plain exceptions keeps
+working.
+
+Thread: these are plain values; any thread may create, raise or catch them.
+"""
+
+from __future__ import annotations
+
+from twisted.protocols.basic import StringTooLongError
+
+__all__ = [
+    "ClientGoneError",
+    "CommsError",
+    "ConnectionClosedError",
+    "DecodeError",
+    "EncodeError",
+    "InvalidJSONError",
+    "MessageTooLargeError",
+    "NotConnectedError",
+    "UnsupportedTypeError",
+]
+
+
+class CommsError(Exception):
+    """
+    Base class of every exception raised by twcomms.
+    """
+
+
+class EncodeError(CommsError, ValueError):
+    """
+    A message could not be encoded for sending. Nothing was written.
+    """
+
+
+class UnsupportedTypeError(EncodeError, TypeError):
+    """
+    The value's type cannot be sent in the configured message data type.
+
+    @ivar value_type: the type that was refused.
+    @ivar data_type: the configured message data type (C{"json"},
+        C{"string"} or C{"binary"}).
+    """
+
+    def __init__(self, value_type: type, data_type: str, hint: str) -> None:
+        self.value_type = value_type
+        self.data_type = data_type
+        super().__init__(
+            f"cannot send a {value_type.__name__!r} with "
+            f"messageDataType={data_type!r}: {hint}"
+        )
+
+
+class InvalidJSONError(EncodeError):
+    """
+    In C{"json"} mode a C{str} or C{bytes} is sent as already-encoded JSON
+    text, and this one is not valid JSON.
+    """
+
+
+class MessageTooLargeError(CommsError, ValueError, StringTooLongError):
+    """
+    An outgoing message is larger than the maximum message size. Nothing was
+    written.
+
+    It is also a L{twisted.protocols.basic.StringTooLongError}, so code
+    written for Twisted's C{Int32StringReceiver} that catches that keeps
+    working.
+
+    @ivar size: the encoded size of the message, in bytes.
+    @ivar limit: the maximum message size in force, in bytes.
+    """
+
+    def __init__(self, size: int, limit: int) -> None:
+        self.size = size
+        self.limit = limit
+        super().__init__(
+            f"message of {size} bytes is over the maximum message size of "
+            f"{limit} bytes; raise max_message_size on both ends, or split "
+            f"the message"
+        )
+
+
+class DecodeError(CommsError, ValueError):
+    """
+    A complete frame arrived but its payload could not be decoded (invalid
+    UTF-8, invalid JSON, JSON nested too deep).
+
+    The framing is intact, so the connection stays up; the raw payload is
+    kept on the exception so nothing is lost.
+
+    @ivar payload: the raw payload bytes of the frame.
+    @ivar data_type: the receiver's configured message data type.
+    @ivar reason: a short description of what was wrong.
+    """
+
+    def __init__(self, payload: bytes, data_type: str, reason: str) -> None:
+        self.payload = payload
+        self.data_type = data_type
+        self.reason = reason
+        super().__init__(
+            f"could not decode a {len(payload)}-byte message as {data_type}: {reason}"
+        )
+
+
+class NotConnectedError(CommsError, ConnectionError):
+    """
+    A message was sent on a connection that is not (or no longer)
+    connected. Nothing was written.
+    """
+
+
+class ConnectionClosedError(NotConnectedError):
+    """
+    A message was sent on a connection after it was closed. Nothing was
+    written.
+    """
+
+
+class ClientGoneError(NotConnectedError, LookupError):
+    """
+    A message was addressed to a server-side client that is not connected
+    (it has disconnected, or the id is unknown). Nothing was written.
+
+    @ivar client_id: the id that was looked up.
+    """
+
+    def __init__(self, client_id: str) -> None:
+        self.client_id = client_id
+        super().__init__(
+            f"client {client_id!r} is not connected to this server "
+            f"(it has disconnected, or the id is unknown)"
+        )
