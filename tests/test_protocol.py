@@ -134,7 +134,7 @@ def test_invalid_json_text_raises_before_writing() -> None:
 
 
 def test_outgoing_over_max_message_size_raises_before_writing() -> None:
-    proto, _, t = make("binary", maxMessageSize=100)
+    proto, _, t = make("binary", max_message_size=100)
     proto.sendMessage(b"x" * 100)
     before = t.value()
     with pytest.raises(MessageTooLargeError, match="101 bytes"):
@@ -144,7 +144,7 @@ def test_outgoing_over_max_message_size_raises_before_writing() -> None:
 
 
 def test_incoming_over_max_message_size_closes_with_reason() -> None:
-    proto, receiver, t = make("binary", maxMessageSize=100)
+    proto, receiver, t = make("binary", max_message_size=100)
     proto.dataReceived(struct.pack("<I", 101) + b"x" * 101 + reference_frame(b"y"))
     assert receiver.messages == []
     assert t.disconnecting

@@ -10,6 +10,7 @@ module whose name starts with an underscore is private.
 """
 
 from twcomms._version import __version__
+from twcomms.client import CommsClientFactory, GaveUpError
 from twcomms.codecs import (
     DATA_TYPES,
     BinaryCodec,
@@ -27,30 +28,52 @@ from twcomms.errors import (
     InvalidJSONError,
     MessageTooLargeError,
     NotConnectedError,
+    SlowConsumerError,
     UnsupportedTypeError,
 )
-from twcomms.framing import DEFAULT_MAX_MESSAGE_SIZE, FrameReceiver, frame_header
-from twcomms.protocol import CloseReason, CommsProtocol, MessageReceiver, MessageSender
+from twcomms.framing import DEFAULT_MAX_MESSAGE_SIZE, Frame, FrameReceiver, frame_header
+from twcomms.protocol import (
+    CloseReason,
+    CommsProtocol,
+    MessageReceiver,
+    MessageSender,
+    SlowConsumerPolicy,
+)
+from twcomms.server import (
+    ClientHandle,
+    ClientRegistry,
+    CommsServerFactory,
+    LocalClientRegistry,
+)
 
 __all__ = [
     "DATA_TYPES",
     "DEFAULT_MAX_MESSAGE_SIZE",
     "BinaryCodec",
     "ClientGoneError",
+    "ClientHandle",
+    "ClientRegistry",
     "CloseReason",
     "Codec",
+    "CommsClientFactory",
     "CommsError",
     "CommsProtocol",
+    "CommsServerFactory",
     "ConnectionClosedError",
     "DecodeError",
     "EncodeError",
+    "Frame",
     "FrameReceiver",
+    "GaveUpError",
     "InvalidJSONError",
     "JSONCodec",
+    "LocalClientRegistry",
     "MessageReceiver",
     "MessageSender",
     "MessageTooLargeError",
     "NotConnectedError",
+    "SlowConsumerError",
+    "SlowConsumerPolicy",
     "StringCodec",
     "UnsupportedTypeError",
     "__version__",

@@ -36,7 +36,10 @@ class _Hub(Factory):
         self.connections: list[CommsProtocol] = []
 
     def buildProtocol(self, addr: Any) -> CommsProtocol:
-        return CommsProtocol(_HubMember(self), *self.options)
+        data_type, byte_order, max_size = self.options
+        return CommsProtocol(
+            _HubMember(self), data_type, byte_order, max_message_size=max_size
+        )
 
 
 class _HubMember:

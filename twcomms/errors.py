@@ -123,7 +123,7 @@ class ConnectionClosedError(NotConnectedError):
     """
 
 
-class ClientGoneError(NotConnectedError, LookupError):
+class ClientGoneError(ConnectionClosedError, LookupError):
     """
     A message was addressed to a server-side client that is not connected
     (it has disconnected, or the id is unknown). Nothing was written.
@@ -136,4 +136,26 @@ class ClientGoneError(NotConnectedError, LookupError):
         super().__init__(
             f"client {client_id!r} is not connected to this server "
             f"(it has disconnected, or the id is unknown)"
+        )
+
+
+class SlowConsumerError(CommsError, ConnectionError):
+    """
+    A message was not sent because the peer is not reading: the bytes queued
+    for it while its transport asked us to pause would exceed its outbound
+    limit. Nothing of this message was written. Under the default policy
+    (C{"close"}) the connection is also closed, with close reason
+    C{slow consumer}.
+
+    @ivar queued: bytes queued to the peer while paused, before this message.
+    @ivar limit: the outbound limit, in bytes.
+    """
+
+    def __init__(self, peer: str, queued: int, size: int, limit: int) -> None:
+        self.queued = queued
+        self.limit = limit
+        super().__init__(
+            f"{peer} is not reading: {queued} bytes are queued for it and "
+            f"this {size}-byte frame would exceed its outbound limit of "
+            f"{limit} bytes; nothing was sent"
         )

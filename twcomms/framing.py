@@ -43,7 +43,9 @@ __all__ = [
     "LITTLE_ENDIAN",
     "MAX_FRAME_PAYLOAD",
     "ByteOrder",
+    "Frame",
     "FrameReceiver",
+    "check_size",
     "frame_header",
     "struct_format",
 ]
@@ -96,6 +98,41 @@ def frame_header(length: int, byte_order: str = "little") -> bytes:
     return _struct(struct_format(byte_order)).pack(length)
 
 
+class Frame:
+    """
+    One encoded frame, ready to write to any number of connections: the
+    header is packed once and a small payload is joined to it once, so a
+    broadcast costs one C{write} per client and no per-client copies.
+
+    @ivar payload: the payload bytes.
+    @ivar parts: what is written: C{(header + payload,)} for payloads up to
+        16 KiB, C{(header, payload)} above (the payload is never copied).
+    @ivar size: the frame size on the wire (header included).
+    """
+
+    __slots__ = ("parts", "payload", "size")
+
+    def __init__(self, payload: bytes, structFormat: str = LITTLE_ENDIAN) -> None:
+        header = _struct(structFormat).pack(len(payload))
+        self.payload = payload
+        self.size = len(header) + len(payload)
+        self.parts: tuple[bytes, ...] = (
+            (header + payload,) if len(payload) <= _JOIN_LIMIT else (header, payload)
+        )
+
+    def __repr__(self) -> str:
+        return f"<Frame payload={len(self.payload)} bytes>"
+
+
+def check_size(length: int, limit: int) -> None:
+    """
+    Raise L{MessageTooLargeError} if a payload of C{length} bytes is over
+    C{limit} or over what a 4-byte header can announce.
+    """
+    if length > limit or length > MAX_FRAME_PAYLOAD:
+        raise MessageTooLargeError(length, min(limit, MAX_FRAME_PAYLOAD))
+
+
 class FrameReceiver(Protocol):
     """
     Receives and sends length-prefixed frames, in linear time.
@@ -137,11 +174,13 @@ class FrameReceiver(Protocol):
     def makeConnection(self, transport: Any) -> None:
         """
         Turn on C{TCP_NODELAY} where the transport is TCP (a frame should
-        leave now, not wait for Nagle and the peer's delayed ACK), then make
-        the connection as usual.
+        leave now, not wait for Nagle and the peer's delayed ACK) and TCP
+        keepalive (so a vanished peer is noticed eventually), then make the
+        connection as usual.
         """
         if ITCPTransport.providedBy(transport):
             transport.setTcpNoDelay(True)
+            transport.setTcpKeepAlive(True)
         super().makeConnection(transport)  # type: ignore[no-untyped-call]
 
     # -- receiving ----------------------------------------------------------
@@ -327,13 +366,23 @@ class FrameReceiver(Protocol):
             what the header can announce); nothing was written.
         """
         length = len(string)
-        if length > self.MAX_LENGTH or length > MAX_FRAME_PAYLOAD:
-            raise MessageTooLargeError(length, min(self.MAX_LENGTH, MAX_FRAME_PAYLOAD))
+        check_size(length, self.MAX_LENGTH)
         header = _struct(self.structFormat).pack(length)
         if length <= _JOIN_LIMIT:
             self.transport.write(header + string)
         else:
             self.transport.writeSequence((header, string))
+
+    def writeFrame(self, frame: Frame) -> None:
+        """
+        Write an already-built L{Frame} (its size is not checked again; it
+        must have been built with this connection's C{structFormat}).
+        """
+        parts = frame.parts
+        if len(parts) == 1:
+            self.transport.write(parts[0])
+        else:
+            self.transport.writeSequence(parts)
 
 
 def _peer(proto: Protocol) -> str:

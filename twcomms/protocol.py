@@ -19,17 +19,32 @@ from __future__ import annotations
 import enum
 from typing import Any, Protocol
 
+from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.error import ConnectionDone
+from twisted.internet.interfaces import (
+    IDelayedCall,
+    IHandshakeListener,
+    INegotiated,
+    IReactorTime,
+)
 from twisted.internet.protocol import connectionDone
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from twcomms.codecs import Codec, get_codec
-from twcomms.errors import ConnectionClosedError, DecodeError
+from twcomms.errors import (
+    ConnectionClosedError,
+    DecodeError,
+    NotConnectedError,
+    SlowConsumerError,
+)
 from twcomms.framing import (
     DEFAULT_MAX_MESSAGE_SIZE,
     MAX_FRAME_PAYLOAD,
+    Frame,
     FrameReceiver,
     _peer,
+    check_size,
     struct_format,
 )
 
@@ -38,6 +53,7 @@ __all__ = [
     "CommsProtocol",
     "MessageReceiver",
     "MessageSender",
+    "SlowConsumerPolicy",
     "validate_max_message_size",
 ]
 
@@ -114,8 +130,50 @@ class MessageReceiver(Protocol):
     def stopReceivingMessages(self, reason: CloseReason, failure: Failure) -> None:
         """
         The connection is closed, for C{reason}; C{failure} is what Twisted
-        gave C{connectionLost}.
+        gave C{connectionLost}. Also called, without a
+        L{startReceivingMessages} before it, when a TLS connection fails its
+        handshake.
         """
+
+
+def default_reactor() -> Any:
+    """
+    The global reactor, imported only when first needed (importing twcomms
+    must not install a reactor: twistd and tests choose their own).
+    """
+    from twisted.internet import reactor
+
+    return reactor
+
+
+def validate_timeout(value: float | None, name: str) -> float | None:
+    """
+    Check an optional timeout in seconds: L{None} or a positive number.
+    """
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number of seconds or None")
+    if not value > 0:
+        raise ValueError(f"{name} must be positive (seconds), or None; not {value}")
+    return float(value)
+
+
+def validate_outbound_limit(limit: int | None, max_message_size: int) -> int | None:
+    """
+    Check an outbound limit: L{None}, or an int of at least one whole frame
+    of the maximum message size.
+    """
+    if limit is None:
+        return None
+    if isinstance(limit, bool) or not isinstance(limit, int):
+        raise TypeError("outbound_limit must be an int (bytes) or None")
+    if limit < max_message_size + 4:
+        raise ValueError(
+            f"outbound_limit ({limit}) must be at least max_message_size + 4 "
+            f"({max_message_size + 4}): one largest message must fit"
+        )
+    return limit
 
 
 def validate_max_message_size(size: int) -> int:
@@ -135,6 +193,50 @@ def validate_max_message_size(size: int) -> int:
     return size
 
 
+class SlowConsumerPolicy(str, enum.Enum):
+    """
+    What happens when a peer's outbound limit would be exceeded.
+    """
+
+    #: Abort the connection (close reason C{slow consumer}) and raise
+    #: L{SlowConsumerError} for the message that did not fit. The default.
+    CLOSE = "close"
+    #: Keep the connection; raise L{SlowConsumerError} for each message that
+    #: does not fit until the peer reads again.
+    RAISE = "raise"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class _WriteMonitor:
+    """
+    The streaming producer a L{CommsProtocol} registers with its transport,
+    only to learn when the transport's write buffer is full (paused) and
+    when it has drained (resumed).
+    """
+
+    __slots__ = ("_proto",)
+
+    def __init__(self, proto: CommsProtocol) -> None:
+        self._proto = proto
+
+    def pauseProducing(self) -> None:
+        self._proto._writePaused = True
+
+    def resumeProducing(self) -> None:
+        proto = self._proto
+        proto._writePaused = False
+        proto._queuedWhilePaused = 0
+        waiters, proto._drainWaiters = proto._drainWaiters, []
+        for d in waiters:
+            d.callback(None)
+
+    def stopProducing(self) -> None:
+        pass
+
+
+@implementer(IHandshakeListener)
 class CommsProtocol(FrameReceiver):
     """
     One twcomms connection: frames, encodes and decodes messages, and hands
@@ -148,36 +250,60 @@ class CommsProtocol(FrameReceiver):
     @ivar messagesSent: frames sent.
     @ivar bytesSent: payload bytes in those frames.
     @ivar decodeErrors: frames that failed to decode.
+    @ivar outboundLimit: bytes that may be queued to the peer while its
+        transport has asked us to pause; L{None} for no limit.
+    @ivar slowConsumerPolicy: what happens when that limit would be exceeded.
     """
 
     closeReason: CloseReason | None = None
     _closing = False
+    _started = False
+    _writePaused = False
+    _queuedWhilePaused = 0
 
     def __init__(
         self,
         receiver: MessageReceiver,
         messageDataType: str | Codec = "json",
         byteOrder: str = "little",
-        maxMessageSize: int = DEFAULT_MAX_MESSAGE_SIZE,
+        *,
+        max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+        idle_timeout: float | None = None,
+        outbound_limit: int | None = None,
+        slow_consumer_policy: SlowConsumerPolicy | str = SlowConsumerPolicy.CLOSE,
+        clock: IReactorTime | None = None,
     ) -> None:
         """
         @param receiver: where decoded messages go.
         @param messageDataType: C{"json"}, C{"string"}, C{"binary"} or a
             L{Codec}.
         @param byteOrder: C{"little"} (default) or C{"big"}.
-        @param maxMessageSize: the largest payload sent or accepted, bytes.
+        @param max_message_size: the largest payload sent or accepted, bytes.
+        @param idle_timeout: close the connection (reason C{idle timeout})
+            when the peer sends nothing for this many seconds; not counted
+            while we have paused reading. L{None}: never.
+        @param outbound_limit: see L{outboundLimit}; at least
+            C{max_message_size}.
+        @param slow_consumer_policy: see L{SlowConsumerPolicy}.
+        @param clock: the clock for the idle timeout (default: the reactor).
         """
         self.receiver = receiver
         self.codec = get_codec(messageDataType)
         self._decode = self.codec.decode
         self._encode = self.codec.encode
         self.structFormat = struct_format(byteOrder)
-        self.MAX_LENGTH = validate_max_message_size(maxMessageSize)
+        self.MAX_LENGTH = validate_max_message_size(max_message_size)
+        self.outboundLimit = validate_outbound_limit(outbound_limit, self.MAX_LENGTH)
+        self.slowConsumerPolicy = SlowConsumerPolicy(slow_consumer_policy)
+        self.idleTimeout = validate_timeout(idle_timeout, "idle_timeout")
+        self._clock = clock
+        self._idleCall: IDelayedCall | None = None
         self.messagesReceived = 0
         self.bytesReceived = 0
         self.messagesSent = 0
         self.bytesSent = 0
         self.decodeErrors = 0
+        self._drainWaiters: list[Deferred[None]] = []
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} peer={_peer(self)} codec={self.codec.name}>"
@@ -189,8 +315,83 @@ class CommsProtocol(FrameReceiver):
         """
         return _peer(self)
 
+    @property
+    def writePaused(self) -> bool:
+        """
+        Whether the transport's write buffer is full: the peer is not keeping
+        up with what we send. See L{whenDrained}.
+        """
+        return self._writePaused
+
+    def whenDrained(self) -> Deferred[None]:
+        """
+        A L{Deferred} that fires when the transport's write buffer has
+        drained (at once if it is not full). It fails with
+        L{ConnectionClosedError} if the connection closes first.
+        """
+        if not self._writePaused:
+            return succeed(None)
+        if self._closing:
+            return fail(self._closedError())
+        d: Deferred[None] = Deferred()
+        self._drainWaiters.append(d)
+        return d
+
+    # -- connection ---------------------------------------------------------
+
     def connectionMade(self) -> None:
-        self.receiver.startReceivingMessages(self)
+        self.transport.registerProducer(_WriteMonitor(self), True)
+        self._startIdleTimer()
+        if not INegotiated.providedBy(self.transport):
+            self._started = True
+            self.receiver.startReceivingMessages(self)
+
+    def handshakeCompleted(self) -> None:
+        """
+        Over TLS, the connection counts as made once the handshake is done:
+        a peer whose certificate is refused never becomes a client.
+        """
+        if not self._started and not self._closing:
+            self._started = True
+            self.receiver.startReceivingMessages(self)
+
+    def _startIdleTimer(self) -> None:
+        if self.idleTimeout is None or self._idleCall is not None:
+            return
+        if self._clock is None:
+            self._clock = default_reactor()
+        self._idleCall = self._clock.callLater(self.idleTimeout, self._idleTimedOut)
+
+    def _stopIdleTimer(self) -> None:
+        if self._idleCall is not None:
+            if self._idleCall.active():
+                self._idleCall.cancel()
+            self._idleCall = None
+
+    def _idleTimedOut(self) -> None:
+        self._idleCall = None
+        self.timeoutConnection()
+
+    def timeoutConnection(self) -> None:
+        """
+        The peer sent nothing for L{idleTimeout} seconds: abort the
+        connection with close reason C{idle timeout}.
+        """
+        self._log.info(
+            "closing connection from {peer}: nothing received for "
+            "{timeout} seconds (idle timeout)",
+            peer=_peer(self),
+            timeout=self.idleTimeout,
+        )
+        self.abort(CloseReason.IDLE_TIMEOUT)
+
+    # -- receiving ----------------------------------------------------------
+
+    def dataReceived(self, data: bytes) -> None:
+        idle = self._idleCall
+        if idle is not None:
+            idle.reset(self.idleTimeout)  # type: ignore[arg-type]
+        super().dataReceived(data)
 
     def stringReceived(self, string: bytes) -> None:
         self.messagesReceived += 1
@@ -212,6 +413,21 @@ class CommsProtocol(FrameReceiver):
         self._markClosing(CloseReason.OVERSIZE)
         super().lengthLimitExceeded(length)
 
+    def pauseProducing(self) -> None:
+        """
+        Stop reading from the peer (and stop its idle timer: it is not idle,
+        we are not listening).
+        """
+        self._stopIdleTimer()
+        super().pauseProducing()
+
+    def resumeProducing(self) -> None:
+        if not self._closing:
+            self._startIdleTimer()
+        super().resumeProducing()
+
+    # -- sending ------------------------------------------------------------
+
     def sendMessage(self, message: Any) -> None:
         """
         Encode C{message} with this connection's codec and send it.
@@ -219,6 +435,7 @@ class CommsProtocol(FrameReceiver):
         @raise ConnectionClosedError: the connection is closed or closing.
         @raise EncodeError: the message cannot be encoded.
         @raise MessageTooLargeError: it is over the maximum message size.
+        @raise SlowConsumerError: the peer's outbound limit would be exceeded.
         """
         if self._closing or self.transport is None:
             raise self._closedError()
@@ -230,12 +447,53 @@ class CommsProtocol(FrameReceiver):
 
         @raise ConnectionClosedError: the connection is closed or closing.
         @raise MessageTooLargeError: it is over the maximum message size.
+        @raise SlowConsumerError: the peer's outbound limit would be exceeded.
+        """
+        length = len(string)
+        check_size(length, self.MAX_LENGTH)
+        self._admit(length + 4)
+        super().sendString(string)
+        self.messagesSent += 1
+        self.bytesSent += length
+
+    def writeFrame(self, frame: Frame) -> None:
+        """
+        Write an already-built L{Frame} (for broadcasts: built once, written
+        to many connections). Its size was checked when it was built.
+
+        @raise ConnectionClosedError: the connection is closed or closing.
+        @raise SlowConsumerError: the peer's outbound limit would be exceeded.
+        """
+        self._admit(frame.size)
+        super().writeFrame(frame)
+        self.messagesSent += 1
+        self.bytesSent += len(frame.payload)
+
+    def _admit(self, size: int) -> None:
+        """
+        Check that C{size} more bytes may be written now; count them if the
+        transport is paused.
         """
         if self._closing or self.transport is None:
             raise self._closedError()
-        super().sendString(string)
-        self.messagesSent += 1
-        self.bytesSent += len(string)
+        if self._writePaused:
+            queued = self._queuedWhilePaused
+            limit = self.outboundLimit
+            if limit is not None and queued + size > limit:
+                error = SlowConsumerError(_peer(self), queued, size, limit)
+                if self.slowConsumerPolicy is SlowConsumerPolicy.CLOSE:
+                    self._log.warn(
+                        "closing connection to {peer}: slow consumer "
+                        "({queued} bytes queued, outbound limit {limit})",
+                        peer=_peer(self),
+                        queued=queued,
+                        limit=limit,
+                    )
+                    self.abort(CloseReason.SLOW_CONSUMER)
+                raise error
+            self._queuedWhilePaused = queued + size
+
+    # -- closing ------------------------------------------------------------
 
     def close(self, reason: CloseReason = CloseReason.CLOSED) -> None:
         """
@@ -261,18 +519,23 @@ class CommsProtocol(FrameReceiver):
         if self.closeReason is None:
             self.closeReason = reason
 
-    def _closedError(self) -> ConnectionClosedError:
+    def _closedError(self) -> NotConnectedError:
+        if self.transport is None:
+            return NotConnectedError(
+                "not connected yet; wait for the connection before sending"
+            )
         return ConnectionClosedError(
             f"connection to {_peer(self)} is closed "
-            f"({self.closeReason or 'not connected'}); nothing was sent"
+            f"({self.closeReason or 'closing'}); nothing was sent"
         )
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._closing = True
+        self._stopIdleTimer()
         if self.closeReason is None:
             self.closeReason = (
                 CloseReason.PEER_CLOSED
-                if reason.check(ConnectionDone)  # type: ignore[no-untyped-call]
+                if reason.check(ConnectionDone)
                 else CloseReason.ERROR
             )
         incomplete = self.incompleteFrameBytes
@@ -287,4 +550,7 @@ class CommsProtocol(FrameReceiver):
             self._missing = -1
             self._pieces = []
         self._stash = None
+        waiters, self._drainWaiters = self._drainWaiters, []
+        for d in waiters:
+            d.errback(self._closedError())
         self.receiver.stopReceivingMessages(self.closeReason, reason)

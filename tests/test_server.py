@@ -1,0 +1,456 @@
+"""
+Tests for L{twcomms.server}: in memory (L{MemoryNetwork}, C{StringTransport}),
+with a fake clock.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from twisted.internet.address import IPv4Address
+from twisted.internet.error import ConnectionLost
+from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.logger import capturedLogs
+from twisted.python.failure import Failure
+
+from tests.helpers import reference_frame, reference_parse
+from twcomms.client import CommsClientFactory
+from twcomms.errors import (
+    ClientGoneError,
+    MessageTooLargeError,
+    SlowConsumerError,
+    UnsupportedTypeError,
+)
+from twcomms.protocol import CloseReason, CommsProtocol
+from twcomms.server import (
+    DEFAULT_BACKLOG,
+    ClientHandle,
+    CommsServerFactory,
+    LocalClientRegistry,
+    server_endpoint,
+)
+from twcomms.testing import MemoryNetwork
+
+
+class Events:
+    """
+    Records a server's events.
+    """
+
+    def __init__(self, server: CommsServerFactory) -> None:
+        self.connected: list[ClientHandle] = []
+        self.closed: list[tuple[ClientHandle, CloseReason]] = []
+        self.messages: list[tuple[str, Any]] = []
+        self.decode_errors: list[tuple[str, bytes]] = []
+        server.on_connect.append(self.connected.append)
+        server.on_close.append(lambda c, r: self.closed.append((c, r)))
+        server.on_message.append(lambda c, m: self.messages.append((c.id, m)))
+        server.on_decode_error.append(
+            lambda c, e: self.decode_errors.append((c.id, e.payload))
+        )
+
+
+def setup(
+    n_clients: int = 2, **server_kw: Any
+) -> tuple[MemoryNetwork, CommsServerFactory, Events, list[CommsClientFactory], list]:
+    net = MemoryNetwork()
+    server = CommsServerFactory(reactor=net.reactor, **server_kw)
+    events = Events(server)
+    server.listen(6000)
+    clients = []
+    inboxes: list[list[Any]] = []
+    for _ in range(n_clients):
+        inbox: list[Any] = []
+        client = CommsClientFactory(
+            server.codec,
+            server.byteOrder,
+            reactor=net.reactor,
+            on_message=lambda c, m, inbox=inbox: inbox.append(m),
+        )
+        client.connectTCP("127.0.0.1", 6000)
+        net.flush()
+        clients.append(client)
+        inboxes.append(inbox)
+    return net, server, events, clients, inboxes
+
+
+# -- bookkeeping -------------------------------------------------------------
+
+
+def test_handles_are_tracked_with_string_ids_and_peer_addresses() -> None:
+    net, server, events, clients, _ = setup(2)
+    handles = list(server.clients)
+    assert handles == events.connected
+    assert len(server.clients) == 2
+    ids = [h.id for h in handles]
+    assert all(isinstance(i, str) and i for i in ids) and len(set(ids)) == 2
+    for h in handles:
+        assert h.address == "127.0.0.1" and h.port >= 40000
+        assert h.connected and h.connected_at == net.reactor.seconds()
+        assert server.clients.get(h.id) is h
+
+
+def test_counters_per_client() -> None:
+    net, server, _, clients, _ = setup(1)
+    (handle,) = server.clients
+    clients[0].send({"a": 1})
+    clients[0].send([1, 2])
+    net.flush()
+    handle.send("[3]")
+    net.flush()
+    assert (handle.messages_in, handle.bytes_in) == (2, len(b'{"a": 1}') + 6)
+    assert (handle.messages_out, handle.bytes_out) == (1, 3)
+
+
+def test_messages_reach_on_message_with_the_sender_in_order() -> None:
+    net, _, events, clients, _ = setup(2)
+    for i in range(50):
+        clients[i % 2].send({"i": i})
+    net.flush()
+    by_sender: dict[str, list[int]] = {}
+    for cid, m in events.messages:
+        by_sender.setdefault(cid, []).append(m["i"])
+    assert by_sender == {
+        events.connected[0].id: list(range(0, 50, 2)),
+        events.connected[1].id: list(range(1, 50, 2)),
+    }
+
+
+def test_disconnect_removes_the_handle_and_reports_peer_closed() -> None:
+    net, server, events, clients, _ = setup(2)
+    first = events.connected[0]
+    clients[0].stop()
+    net.flush()
+    assert list(server.clients) == [events.connected[1]]
+    assert events.closed == [(first, CloseReason.PEER_CLOSED)]
+    assert not first.connected and first.close_reason is CloseReason.PEER_CLOSED
+
+
+def test_error_close_reason() -> None:
+    net, _, events, _, _ = setup(1)
+    net.break_connections()
+    assert events.closed[0][1] is CloseReason.ERROR
+    assert events.closed[0][0].close_failure.check(ConnectionLost)
+
+
+def test_handle_close_is_reported_as_closed() -> None:
+    net, _, events, clients, _ = setup(1)
+    events.connected[0].close()
+    net.flush()
+    assert events.closed[0][1] is CloseReason.CLOSED
+    assert not clients[0].connected
+
+
+def test_when_closed() -> None:
+    net, _, events, clients, _ = setup(1)
+    handle = events.connected[0]
+    fired: list[object] = []
+    handle.when_closed().addCallback(fired.append)
+    assert fired == []
+    clients[0].stop()
+    net.flush()
+    assert fired == [None]
+    handle.when_closed().addCallback(fired.append)
+    assert fired == [None, None]
+
+
+# -- sending -----------------------------------------------------------------
+
+
+def test_broadcast_encodes_once_and_excludes() -> None:
+    net, server, events, clients, inboxes = setup(3)
+    calls = []
+    real_encode = server.codec.encode
+
+    class CountingCodec:
+        name = "json"
+
+        def encode(self, m: Any) -> bytes:
+            calls.append(m)
+            return real_encode(m)
+
+        decode = server.codec.decode
+
+    server.codec = CountingCodec()  # type: ignore[assignment]
+    sent = server.broadcast({"all": 1})
+    sent_excluding = server.broadcast({"some": 2}, exclude=events.connected[0])
+    sent_by_id = server.broadcast(
+        {"few": 3}, exclude=[events.connected[1].id, events.connected[2]]
+    )
+    net.flush()
+    assert (sent, sent_excluding, sent_by_id) == (3, 2, 1)
+    assert len(calls) == 3
+    assert inboxes[0] == [{"all": 1}, {"few": 3}]
+    assert inboxes[1] == [{"all": 1}, {"some": 2}]
+    assert inboxes[2] == [{"all": 1}, {"some": 2}]
+
+
+def test_broadcast_refuses_bad_messages_before_sending_anything() -> None:
+    net, server, _, _, inboxes = setup(2, max_message_size=100)
+    with pytest.raises(UnsupportedTypeError):
+        server.broadcast({1, 2})
+    with pytest.raises(MessageTooLargeError):
+        server.broadcast(["x" * 200])
+    net.flush()
+    assert inboxes == [[], []]
+
+
+def test_send_by_handle_and_id() -> None:
+    net, server, events, _, inboxes = setup(2)
+    server.send(events.connected[0], "1")
+    server.send(events.connected[1].id, "2")
+    net.flush()
+    assert inboxes == [[1], [2]]
+
+
+def test_send_to_a_gone_client_raises() -> None:
+    net, server, events, clients, _ = setup(1)
+    handle = events.connected[0]
+    clients[0].stop()
+    net.flush()
+    with pytest.raises(ClientGoneError, match=handle.id):
+        server.send(handle, {"x": 1})
+    with pytest.raises(ClientGoneError):
+        server.send(handle.id, {"x": 1})
+    with pytest.raises(ClientGoneError):
+        handle.send({"x": 1})
+    with pytest.raises(ClientGoneError):
+        server.send("no-such-id", {})
+
+
+def test_sending_after_close_raises_never_drops() -> None:
+    net, _, events, _, _ = setup(1)
+    handle = events.connected[0]
+    handle.close()
+    with pytest.raises(ClientGoneError):
+        handle.send({"late": True})
+
+
+# -- callbacks ---------------------------------------------------------------
+
+
+def test_a_raising_callback_is_logged_and_others_still_run() -> None:
+    net, server, events, clients, _ = setup(1)
+
+    def broken(client: ClientHandle, message: Any) -> None:
+        raise RuntimeError("boom")
+
+    server.on_message.insert(0, broken)
+    with capturedLogs() as logged:
+        clients[0].send({"a": 1})
+        clients[0].send({"b": 2})
+        net.flush()
+    assert [m for _, m in events.messages] == [{"a": 1}, {"b": 2}]
+    failures = [e for e in logged if "log_failure" in e]
+    assert len(failures) == 2
+    assert failures[0]["log_failure"].check(RuntimeError)
+
+
+def test_constructor_callbacks() -> None:
+    got = []
+    server = CommsServerFactory(
+        reactor=MemoryReactorClock(), on_message=lambda c, m: got.append(m)
+    )
+    assert server.on_message and server.on_connect == []
+
+
+def test_decode_errors_reach_the_hook_and_the_client_stays() -> None:
+    server = CommsServerFactory(reactor=MemoryReactorClock())
+    events = Events(server)
+    proto = server.buildProtocol(None)
+    t = StringTransport(peerAddress=IPv4Address("TCP", "10.0.0.1", 5555))
+    proto.makeConnection(t)
+    proto.dataReceived(reference_frame(b"{bad") + reference_frame(b'{"ok": 1}'))
+    handle = events.connected[0]
+    assert events.decode_errors == [(handle.id, b"{bad")]
+    assert events.messages == [(handle.id, {"ok": 1})]
+    assert handle.connected and not t.disconnecting
+
+
+# -- protection --------------------------------------------------------------
+
+
+def test_max_clients_closes_extra_connections_with_a_logged_reason() -> None:
+    with capturedLogs() as logged:
+        net, server, events, clients, _ = setup(3, max_clients=2)
+    assert len(server.clients) == 2
+    assert server.rejected == 1
+    assert [c.connected for c in clients] == [True, True, False]
+    assert len(events.connected) == 2
+    assert any("maximum of" in e["log_format"] for e in logged)
+    # A slot frees up: the next client is accepted.
+    clients[0].stop()
+    net.flush()
+    late = CommsClientFactory(reactor=net.reactor)
+    late.connectTCP("127.0.0.1", 6000)
+    net.flush()
+    assert late.connected and len(server.clients) == 2
+
+
+def test_idle_timeout_closes_silent_clients() -> None:
+    net, server, events, clients, _ = setup(2, idle_timeout=10)
+    net.advance(6)
+    clients[0].send({"still": "here"})
+    net.flush()
+    net.advance(6)
+    assert [r for _, r in events.closed] == [CloseReason.IDLE_TIMEOUT]
+    assert events.closed[0][0] is events.connected[1]
+    net.advance(10)
+    assert [r for _, r in events.closed] == [CloseReason.IDLE_TIMEOUT] * 2
+
+
+def test_idle_timeout_is_suspended_while_we_pause_reading() -> None:
+    clock = MemoryReactorClock()
+    server = CommsServerFactory(reactor=clock, idle_timeout=5)
+    events = Events(server)
+    proto = server.buildProtocol(None)
+    proto.makeConnection(StringTransport())
+    proto.pauseProducing()
+    clock.advance(60)
+    assert events.closed == [] and not proto.transport.disconnecting
+    proto.resumeProducing()
+    clock.advance(4.9)
+    assert not proto.transport.disconnecting
+    clock.advance(0.2)
+    assert proto.transport.disconnecting
+    assert proto.closeReason is CloseReason.IDLE_TIMEOUT
+
+
+def _paused_client(
+    **kw: Any,
+) -> tuple[CommsServerFactory, CommsProtocol, StringTransport]:
+    server = CommsServerFactory("binary", reactor=MemoryReactorClock(), **kw)
+    Events(server)
+    proto = server.buildProtocol(None)
+    t = StringTransport()
+    proto.makeConnection(t)
+    t.producer.pauseProducing()  # the transport's write buffer is full
+    return server, proto, t
+
+
+def test_outbound_limit_defaults_and_validation() -> None:
+    server = CommsServerFactory(reactor=MemoryReactorClock(), max_message_size=1000)
+    assert server.outbound_limit == 1000 + 1024 * 1024
+    with pytest.raises(ValueError, match="at least max_message_size"):
+        CommsServerFactory(max_message_size=1000, outbound_limit=1000)
+
+
+def test_slow_consumer_is_closed_and_others_unaffected() -> None:
+    server, slow, t = _paused_client(max_message_size=100, outbound_limit=250)
+    fast = server.buildProtocol(None)
+    ft = StringTransport()
+    fast.makeConnection(ft)
+    with capturedLogs() as logged:
+        for _ in range(3):
+            server.broadcast(b"x" * 80)  # 84 bytes a frame: the 3rd exceeds 250
+    assert t.disconnecting and slow.closeReason is CloseReason.SLOW_CONSUMER
+    assert reference_parse(ft.value()) == [b"x" * 80] * 3
+    assert any("slow consumer" in e["log_format"] for e in logged)
+    with pytest.raises(ClientGoneError):
+        slow.receiver.send(b"more")
+
+
+def test_slow_consumer_direct_send_raises() -> None:
+    server, slow, t = _paused_client(max_message_size=100, outbound_limit=250)
+    handle = slow.receiver
+    handle.send(b"x" * 80)
+    handle.send(b"x" * 80)
+    with pytest.raises(SlowConsumerError, match="outbound limit of 250"):
+        handle.send(b"x" * 80)
+    assert slow.closeReason is CloseReason.SLOW_CONSUMER
+
+
+def test_slow_consumer_raise_policy_keeps_the_connection() -> None:
+    server, slow, t = _paused_client(
+        max_message_size=100, outbound_limit=250, slow_consumer_policy="raise"
+    )
+    handle = slow.receiver
+    handle.send(b"x" * 80)
+    handle.send(b"x" * 80)
+    with pytest.raises(SlowConsumerError):
+        handle.send(b"x" * 80)
+    assert not t.disconnecting and handle.connected
+    drained: list[object] = []
+    slow.whenDrained().addCallback(drained.append)
+    t.producer.resumeProducing()  # the peer read everything
+    assert drained == [None]
+    handle.send(b"x" * 80)
+    assert len(reference_parse(t.value())) == 3
+
+
+def test_when_drained_fails_when_the_connection_closes() -> None:
+    _, slow, _ = _paused_client()
+    d = slow.whenDrained()
+    slow.connectionLost(Failure(ConnectionLost()))
+    failures: list[Failure] = []
+    d.addErrback(failures.append)
+    assert failures and failures[0].check(ConnectionError)
+
+
+# -- stopping ----------------------------------------------------------------
+
+
+def test_stop_closes_every_client_with_server_stopping() -> None:
+    net, server, events, clients, _ = setup(2)
+    done: list[object] = []
+    server.stop().addCallback(done.append)
+    net.flush()
+    assert done
+    assert [r for _, r in events.closed] == [CloseReason.SERVER_STOPPING] * 2
+    assert len(server.clients) == 0
+    assert not any(c.connected for c in clients)
+    late = CommsClientFactory(reactor=net.reactor)
+    late.connectTCP("127.0.0.1", 6000)
+    net.flush()
+    assert not late.connected  # no longer listening
+
+
+# -- listening -----------------------------------------------------------------
+
+
+def test_server_endpoint_defaults_backlog() -> None:
+    reactor = MemoryReactorClock()
+    for where in (6000, "6000", "tcp:6000", "tcp:6000:interface=127.0.0.1"):
+        server_endpoint(reactor, where).listen(CommsServerFactory(reactor=reactor))
+    server_endpoint(reactor, ("127.0.0.1", 6001)).listen(CommsServerFactory())
+    server_endpoint(reactor, "tcp:6002:backlog=7").listen(CommsServerFactory())
+    backlogs = [backlog for (_, _, backlog, _) in reactor.tcpServers]
+    assert backlogs == [DEFAULT_BACKLOG] * 5 + [7]
+    assert reactor.tcpServers[4][3] == "127.0.0.1"
+
+
+def test_server_endpoint_ipv6_and_unix() -> None:
+    reactor = MemoryReactorClock()
+    server_endpoint(reactor, ("::1", 6000)).listen(CommsServerFactory())
+    server_endpoint(reactor, "unix:/tmp/x.sock").listen(CommsServerFactory())
+    assert reactor.tcpServers[0][3] == "::1"
+    assert reactor.unixServers[0][0] == "/tmp/x.sock"
+    assert reactor.unixServers[0][2] == DEFAULT_BACKLOG
+
+
+def test_server_endpoint_rejects_nonsense() -> None:
+    with pytest.raises(TypeError):
+        server_endpoint(MemoryReactorClock(), 1.5)  # type: ignore[arg-type]
+
+
+def test_registry_is_replaceable() -> None:
+    class Recording(LocalClientRegistry):
+        def __init__(self) -> None:
+            super().__init__()
+            self.broadcasts: list[bytes] = []
+
+        def broadcast(self, frame: Any, exclude: Any) -> int:
+            self.broadcasts.append(frame.payload)
+            return super().broadcast(frame, exclude)
+
+    registry = Recording()
+    net = MemoryNetwork()
+    server = CommsServerFactory(reactor=net.reactor, registry=registry)
+    server.listen(6000)
+    client = CommsClientFactory(reactor=net.reactor)
+    client.connectTCP("127.0.0.1", 6000)
+    net.flush()
+    assert len(registry) == 1
+    server.broadcast([1])
+    assert registry.broadcasts == [b"[1]"]

@@ -1,0 +1,574 @@
+"""
+The Twisted API, client side: a reconnecting client factory.
+
+    from twisted.internet import reactor
+    from twcomms.client import CommsClientFactory
+
+    def on_message(client, message):
+        print("got", message)
+
+    client = CommsClientFactory("json", autoReconnect=True, on_message=on_message)
+    client.connectTCP("127.0.0.1", 6000)
+    client.whenConnected().addCallback(lambda _: client.send({"hello": 1}))
+    reactor.run()
+
+L{CommsClientFactory} is a L{ReconnectingClientFactory} with its pitfalls
+handled: the configured initial delay is really used, the delay is reset
+after each successful connection, jitter never pushes a delay past
+C{max_delay}, C{max_retries} is honoured, and L{CommsClientFactory.stop}
+stops retrying I{and} closes an established connection.
+
+Like every C{ReconnectingClientFactory}, it reconnects only through
+connectors (L{connectTCP}, L{connectSSL}, L{connectUNIX}); a Twisted program
+that connects through an endpoint uses Twisted's C{ClientService} with
+L{CommsClientFactory.forEndpoint} instead (see
+C{examples/twisted_client_service.py}).
+
+Thread: the reactor thread only. Nothing here blocks or starts a thread.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.interfaces import IConnector
+from twisted.internet.protocol import Factory, ReconnectingClientFactory
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from twcomms.codecs import Codec, get_codec
+from twcomms.errors import DecodeError, NotConnectedError
+from twcomms.framing import DEFAULT_MAX_MESSAGE_SIZE
+from twcomms.protocol import (
+    CloseReason,
+    CommsProtocol,
+    SlowConsumerPolicy,
+    default_reactor,
+    validate_max_message_size,
+    validate_outbound_limit,
+    validate_timeout,
+)
+from twcomms.server import _call, _callbacks
+
+__all__ = ["CommsClientFactory", "GaveUpError"]
+
+_log = Logger()
+
+ClientCallback = Callable[["CommsClientFactory"], object]
+ClientCloseCallback = Callable[["CommsClientFactory", CloseReason], object]
+ClientMessageCallback = Callable[["CommsClientFactory", Any], object]
+ClientDecodeErrorCallback = Callable[["CommsClientFactory", DecodeError], object]
+
+
+class GaveUpError(NotConnectedError):
+    """
+    The client stopped trying to connect (it was stopped, reconnecting is
+    off, or C{max_retries} was reached) before a connection was made.
+
+    @ivar failure: the last connection failure, if any.
+    """
+
+    def __init__(self, message: str, failure: Failure | None = None) -> None:
+        self.failure = failure
+        super().__init__(message)
+
+
+class _ClientConnection:
+    """
+    The L{MessageReceiver} of one client connection: passes what happens on
+    it to the factory.
+    """
+
+    __slots__ = ("factory", "protocol")
+
+    def __init__(self, factory: CommsClientFactory) -> None:
+        self.factory = factory
+        self.protocol: CommsProtocol | None = None
+
+    def startReceivingMessages(self, sender: CommsProtocol) -> None:
+        self.protocol = sender
+        self.factory._connected(sender)
+
+    def messageReceived(self, message: Any) -> None:
+        factory = self.factory
+        for f in factory.on_message:
+            try:
+                f(factory, message)
+            except Exception:
+                _log.failure("on_message callback {callback!r} raised", callback=f)
+
+    def messageDecodeFailed(self, error: DecodeError) -> None:
+        for f in self.factory.on_decode_error:
+            _call(f, "on_decode_error", self.factory, error)
+
+    def stopReceivingMessages(self, reason: CloseReason, failure: Failure) -> None:
+        self.factory._disconnected(self.protocol, reason, failure)
+
+
+class CommsClientFactory(ReconnectingClientFactory):
+    """
+    Connects to a twcomms (or original Python Comms) server and, with
+    C{autoReconnect}, reconnects with exponential back-off.
+
+    Thread: the reactor thread only.
+
+    @ivar connection: the connected L{CommsProtocol}, or L{None}.
+    @ivar on_connect: callables C{f(client)}, called on each (re)connection.
+    @ivar on_close: callables C{f(client, reason)}, called when a
+        connection closes.
+    @ivar on_message: callables C{f(client, message)}, called per message.
+    @ivar on_decode_error: callables C{f(client, error)}, per frame that did
+        not decode.
+    @ivar address: what was connected to: C{(host, port)} or a UNIX path.
+    @ivar scheduled_delays: the reconnection delays scheduled so far, in
+        seconds (for logs and tests).
+    """
+
+    connection: CommsProtocol | None = None
+    address: tuple[str, int] | str | None = None
+
+    def __init__(
+        self,
+        messageDataType: str | Codec = "json",
+        byteOrder: str = "little",
+        *,
+        autoReconnect: bool = False,
+        max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+        initial_delay: float = 1.0,
+        max_delay: float = 30.0,
+        factor: float = 2.0,
+        jitter: float = 0.12,
+        max_retries: int | None = None,
+        idle_timeout: float | None = None,
+        outbound_limit: int | None = None,
+        slow_consumer_policy: SlowConsumerPolicy | str = SlowConsumerPolicy.CLOSE,
+        reactor: Any = None,
+        rng: random.Random | None = None,
+        on_connect: Iterable[ClientCallback] | ClientCallback = (),
+        on_close: Iterable[ClientCloseCallback] | ClientCloseCallback = (),
+        on_message: Iterable[ClientMessageCallback] | ClientMessageCallback = (),
+        on_decode_error: Iterable[ClientDecodeErrorCallback]
+        | ClientDecodeErrorCallback = (),
+    ) -> None:
+        """
+        @param messageDataType: C{"json"} (default), C{"string"},
+            C{"binary"}, or a L{Codec}.
+        @param byteOrder: C{"little"} (default) or C{"big"}.
+        @param autoReconnect: reconnect after a failed attempt or a lost
+            connection. Off by default, as in the original.
+        @param max_message_size: largest payload accepted or sent (64 MiB).
+        @param initial_delay: seconds before the first reconnection attempt
+            (1.0).
+        @param max_delay: the longest delay between attempts (30.0).
+        @param factor: each delay is the previous one times this (2.0).
+        @param jitter: each delay is drawn from a normal distribution with
+            this relative standard deviation (0.12), then clamped to
+            C{[0, max_delay]}, so clients that lost the same server do not
+            all come back at the same instant.
+        @param max_retries: give up after this many consecutive failed
+            attempts; L{None} (default): never.
+        @param idle_timeout: close the connection when the server sends
+            nothing for this long (seconds); L{None} (default): never.
+        @param outbound_limit: bytes that may queue to a server that is not
+            reading; default C{max_message_size} + 1 MiB.
+        @param slow_consumer_policy: C{"close"} (default) or C{"raise"}.
+        @param reactor: the reactor to connect with and the clock for
+            delays; default the global reactor.
+        @param rng: the random generator for jitter (seed one in tests).
+        """
+        self.codec = get_codec(messageDataType)
+        self.byteOrder = byteOrder
+        self.max_message_size = validate_max_message_size(max_message_size)
+        self.idle_timeout = validate_timeout(idle_timeout, "idle_timeout")
+        self.outbound_limit = validate_outbound_limit(
+            self.max_message_size + 1024 * 1024
+            if outbound_limit is None
+            else outbound_limit,
+            self.max_message_size,
+        )
+        self.slow_consumer_policy = SlowConsumerPolicy(slow_consumer_policy)
+        if not 0 <= initial_delay <= max_delay:
+            raise ValueError(
+                "need 0 <= initial_delay <= max_delay, got "
+                f"initial_delay={initial_delay}, max_delay={max_delay}"
+            )
+        if factor < 1 or jitter < 0:
+            raise ValueError("need factor >= 1 and jitter >= 0")
+        if max_retries is not None and max_retries < 0:
+            raise ValueError("max_retries must be >= 0 or None")
+        self.initialDelay = self.delay = float(initial_delay)
+        self.maxDelay = float(max_delay)  # type: ignore[assignment]
+        self.factor = float(factor)
+        self.jitter = float(jitter)
+        self.maxRetries = max_retries  # type: ignore[assignment]
+        self.continueTrying = 1 if autoReconnect else 0
+        self.autoReconnect = autoReconnect
+        self._reactor = reactor
+        if reactor is not None:
+            self.clock = reactor
+        self._rng = rng if rng is not None else random.Random()
+        self.on_connect: list[ClientCallback] = _callbacks(on_connect)
+        self.on_close: list[ClientCloseCallback] = _callbacks(on_close)
+        self.on_message: list[ClientMessageCallback] = _callbacks(on_message)
+        self.on_decode_error: list[ClientDecodeErrorCallback] = _callbacks(
+            on_decode_error
+        )
+        self.scheduled_delays: list[float] = []
+        self.failures = 0
+        self._stopped = False
+        self._lastFailure: Failure | None = None
+        self._connectedWaiters: list[Deferred[CommsProtocol]] = []
+        self._disconnectedWaiters: list[Deferred[CloseReason | None]] = []
+        self._stoppedWaiters: list[Deferred[None]] = []
+
+    def __repr__(self) -> str:
+        state = "connected" if self.connection else "not connected"
+        return f"<CommsClientFactory {self.address!r} {state}>"
+
+    @property
+    def reactor(self) -> Any:
+        """
+        The reactor this factory uses (the global one unless one was given).
+        """
+        if self._reactor is None:
+            self._reactor = default_reactor()
+            self.clock = self._reactor
+        return self._reactor
+
+    @property
+    def connected(self) -> bool:
+        """
+        Whether a connection is up and accepting messages.
+        """
+        return self.connection is not None and not self.connection._closing
+
+    # -- connecting -------------------------------------------------------
+
+    def connectTCP(
+        self, host: str, port: int, timeout: float = 30, bindAddress: Any = None
+    ) -> IConnector:
+        """
+        Connect over TCP.
+        """
+        self.address = (host, port)
+        return self.reactor.connectTCP(  # type: ignore[no-any-return]
+            host, port, self, timeout, bindAddress
+        )
+
+    def connectSSL(
+        self,
+        host: str,
+        port: int,
+        *,
+        trust_root: Any = None,
+        client_certificate: Any = None,
+        hostname: str | None = None,
+        timeout: float = 30,
+    ) -> IConnector:
+        """
+        Connect over TLS. The server's certificate is verified against
+        C{trust_root} (default: the platform's trust store) and must match
+        C{hostname} (default: C{host}).
+
+        @param trust_root: an C{IOpenSSLTrustRoot}, a
+            C{twisted.internet.ssl.Certificate}, or a path to a PEM file of
+            CA certificates.
+        @param client_certificate: a C{PrivateCertificate} to present, if the
+            server asks for one.
+        @raise ImportError: the C{tls} extra is not installed
+            (C{pip install twcomms[tls]}).
+        """
+        options = client_tls_options(
+            hostname or host,
+            trust_root=trust_root,
+            client_certificate=client_certificate,
+        )
+        self.address = (host, port)
+        return self.reactor.connectSSL(  # type: ignore[no-any-return]
+            host, port, self, options, timeout
+        )
+
+    def connectUNIX(self, path: str, timeout: float = 30) -> IConnector:
+        """
+        Connect to a UNIX socket.
+        """
+        self.address = path
+        return self.reactor.connectUNIX(  # type: ignore[no-any-return]
+            path, self, timeout
+        )
+
+    def buildProtocol(self, addr: Any) -> CommsProtocol:
+        proto = CommsProtocol(
+            _ClientConnection(self),
+            self.codec,
+            self.byteOrder,
+            max_message_size=self.max_message_size,
+            idle_timeout=self.idle_timeout,
+            outbound_limit=self.outbound_limit,
+            slow_consumer_policy=self.slow_consumer_policy,
+            clock=self.reactor,
+        )
+        proto.factory = self
+        return proto
+
+    def forEndpoint(self) -> _EndpointFactory:
+        """
+        A protocol factory for Twisted's C{ClientService} (or any endpoint's
+        C{connect}) that builds this client's protocol, with the same
+        callbacks, without this factory's own reconnection (the service does
+        that).
+        """
+        return _EndpointFactory(self)
+
+    # -- Deferreds --------------------------------------------------------
+
+    def whenConnected(self) -> Deferred[CommsProtocol]:
+        """
+        A L{Deferred} firing with the L{CommsProtocol} once connected (at
+        once if connected now). It fails with L{GaveUpError} if the factory
+        stops trying first.
+        """
+        if self.connected:
+            assert self.connection is not None
+            return succeed(self.connection)
+        if self._stopped:
+            return fail(self._gaveUpError())
+        d: Deferred[CommsProtocol] = Deferred()
+        self._connectedWaiters.append(d)
+        return d
+
+    def whenDisconnected(self) -> Deferred[CloseReason | None]:
+        """
+        A L{Deferred} firing with the L{CloseReason} once the current
+        connection closes (with L{None} at once if not connected).
+        """
+        if self.connection is None:
+            return succeed(None)
+        d: Deferred[CloseReason | None] = Deferred()
+        self._disconnectedWaiters.append(d)
+        return d
+
+    def whenStopped(self) -> Deferred[None]:
+        """
+        A L{Deferred} firing once the factory has stopped trying and no
+        connection remains.
+        """
+        if self._stopped and self.connection is None:
+            return succeed(None)
+        d: Deferred[None] = Deferred()
+        self._stoppedWaiters.append(d)
+        return d
+
+    # -- sending and stopping -------------------------------------------
+
+    def send(self, message: Any) -> None:
+        """
+        Encode and send one message on the current connection.
+
+        @raise NotConnectedError: there is no connection now (wait for
+            L{whenConnected}).
+        @raise EncodeError: the message cannot be encoded.
+        @raise MessageTooLargeError: it is over the maximum message size.
+        @raise SlowConsumerError: the server is not reading and the outbound
+            limit would be exceeded.
+        """
+        proto = self.connection
+        if proto is None:
+            raise NotConnectedError(
+                f"not connected to {self._where()}; wait for whenConnected() "
+                f"before sending"
+            )
+        proto.sendMessage(message)
+
+    def stop(self) -> Deferred[None]:
+        """
+        Stop for good: no more reconnection attempts, and the established
+        connection (if any) is closed once what was sent is written.
+
+        @return: L{whenStopped}.
+        """
+        self.stopTrying()
+        if self.connection is not None:
+            self.connection.close(CloseReason.CLOSED)
+        return self.whenStopped()
+
+    # -- ReconnectingClientFactory ----------------------------------------
+
+    def stopTrying(self) -> None:
+        super().stopTrying()  # type: ignore[no-untyped-call]
+        self._stopped = True
+        self._failConnectedWaiters()
+        self._maybeStopped()
+
+    def resetDelay(self) -> None:
+        """
+        Reset the delay and the retry count (called on each successful
+        connection). Unlike Twisted's, this never re-enables retrying after
+        L{stopTrying}.
+        """
+        self.delay = self.initialDelay
+        self.retries = 0
+        self._callID = None
+
+    def retry(self, connector: IConnector | None = None) -> None:
+        """
+        Schedule the next connection attempt: the current delay, with
+        jitter, clamped to C{[0, max_delay]}; then grow the delay.
+        """
+        if not self.continueTrying:
+            return
+        if connector is None:
+            if self.connector is None:
+                raise ValueError("no connector to retry")
+            connector = self.connector
+        self.retries += 1
+        if self.maxRetries is not None and self.retries > self.maxRetries:
+            _log.warn(
+                "giving up on {where} after {retries} failed attempts",
+                where=self._where(),
+                retries=self.retries - 1,
+            )
+            self.continueTrying = 0
+            self._stopped = True
+            self._failConnectedWaiters()
+            self._maybeStopped()
+            return
+        delay = self.delay
+        if self.jitter:
+            delay = self._rng.normalvariate(delay, delay * self.jitter)
+        delay = min(max(delay, 0.0), self.maxDelay)
+        self.scheduled_delays.append(delay)
+        _log.info(
+            "reconnecting to {where} in {delay:.2f} seconds",
+            where=self._where(),
+            delay=delay,
+        )
+
+        def reconnect() -> None:
+            self._callID = None
+            connector.connect()
+
+        self._callID = self.reactor.callLater(delay, reconnect)
+        self.delay = min(self.delay * self.factor, self.maxDelay)
+
+    def clientConnectionFailed(self, connector: IConnector, reason: Failure) -> None:
+        self.failures += 1
+        self._lastFailure = reason
+        _log.info(
+            "connection to {where} failed: {error}",
+            where=self._where(),
+            error=reason.getErrorMessage(),
+        )
+        self._afterConnection(connector)
+
+    def clientConnectionLost(self, connector: IConnector, reason: Failure) -> None:
+        self._afterConnection(connector)
+
+    def _afterConnection(self, connector: IConnector) -> None:
+        if self.continueTrying:
+            self.connector = connector
+            self.retry()
+        else:
+            self._stopped = True
+            self._failConnectedWaiters()
+            self._maybeStopped()
+
+    # -- events from the connection -------------------------------------
+
+    def _connected(self, proto: CommsProtocol) -> None:
+        self.connection = proto
+        self.resetDelay()
+        self._lastFailure = None
+        _log.info("connected to {peer}", peer=proto.peer)
+        waiters, self._connectedWaiters = self._connectedWaiters, []
+        for d in waiters:
+            d.callback(proto)
+        for f in self.on_connect:
+            _call(f, "on_connect", self)
+
+    def _disconnected(
+        self, proto: CommsProtocol | None, reason: CloseReason, failure: Failure
+    ) -> None:
+        if proto is None or proto is not self.connection:
+            # Never became a connection (a TLS handshake failed).
+            self.failures += 1
+            self._lastFailure = failure
+            _log.warn(
+                "connection to {where} failed before it was established: {error}",
+                where=self._where(),
+                error=failure.getErrorMessage(),
+            )
+            return
+        self.connection = None
+        _log.info("disconnected from {peer}: {reason}", peer=proto.peer, reason=reason)
+        for f in self.on_close:
+            _call(f, "on_close", self, reason)
+        waiters, self._disconnectedWaiters = self._disconnectedWaiters, []
+        for d in waiters:
+            d.callback(reason)
+        self._maybeStopped()
+
+    def _maybeStopped(self) -> None:
+        if self._stopped and self.connection is None:
+            waiters, self._stoppedWaiters = self._stoppedWaiters, []
+            for d in waiters:
+                d.callback(None)
+
+    def _failConnectedWaiters(self) -> None:
+        waiters, self._connectedWaiters = self._connectedWaiters, []
+        if waiters:
+            error = self._gaveUpError()
+            for d in waiters:
+                d.errback(error)
+
+    def _gaveUpError(self) -> GaveUpError:
+        last = self._lastFailure
+        detail = f": {last.getErrorMessage()}" if last is not None else ""
+        return GaveUpError(
+            f"stopped trying to connect to {self._where()}{detail}", last
+        )
+
+    def _where(self) -> str:
+        if isinstance(self.address, tuple):
+            return f"{self.address[0]}:{self.address[1]}"
+        return str(self.address)
+
+
+class _EndpointFactory(Factory):
+    """
+    Builds a L{CommsClientFactory}'s protocols for an endpoint or
+    C{ClientService}; reconnection is the service's business.
+    """
+
+    def __init__(self, client: CommsClientFactory) -> None:
+        self.client = client
+
+    def buildProtocol(self, addr: Any) -> CommsProtocol:
+        return self.client.buildProtocol(addr)
+
+
+def client_tls_options(
+    hostname: str, *, trust_root: Any = None, client_certificate: Any = None
+) -> Any:
+    """
+    TLS options for a client: certificate verification on, hostname checked.
+
+    @param trust_root: see L{CommsClientFactory.connectSSL}.
+    """
+    try:
+        from twisted.internet import ssl
+    except ImportError as e:  # pragma: no cover - depends on the install
+        raise ImportError(
+            "TLS needs pyOpenSSL and service_identity: pip install 'twcomms[tls]'"
+        ) from e
+    if isinstance(trust_root, str):
+        with open(trust_root, "rb") as f:
+            trust_root = ssl.Certificate.loadPEM(f.read())
+    if trust_root is None:
+        trust_root = ssl.platformTrust()
+    return ssl.optionsForClientTLS(
+        hostname, trustRoot=trust_root, clientCertificate=client_certificate
+    )
