@@ -45,11 +45,13 @@ from twcomms.server import (
     CommsServerFactory,
     LocalClientRegistry,
 )
+from twcomms.threaded import Client, ConnectedClient, ReactorThreadError, Server
 
 __all__ = [
     "DATA_TYPES",
     "DEFAULT_MAX_MESSAGE_SIZE",
     "BinaryCodec",
+    "Client",
     "ClientGoneError",
     "ClientHandle",
     "ClientRegistry",
@@ -59,6 +61,7 @@ __all__ = [
     "CommsError",
     "CommsProtocol",
     "CommsServerFactory",
+    "ConnectedClient",
     "ConnectionClosedError",
     "DecodeError",
     "EncodeError",
@@ -72,6 +75,8 @@ __all__ = [
     "MessageSender",
     "MessageTooLargeError",
     "NotConnectedError",
+    "ReactorThreadError",
+    "Server",
     "SlowConsumerError",
     "SlowConsumerPolicy",
     "StringCodec",

@@ -127,6 +127,9 @@ class CommsClientFactory(ReconnectingClientFactory):
         seconds (for logs and tests).
     """
 
+    # Connections are logged by twcomms itself, with the peer's address.
+    noisy = False
+
     connection: CommsProtocol | None = None
     address: tuple[str, int] | str | None = None
 
@@ -237,6 +240,10 @@ class CommsClientFactory(ReconnectingClientFactory):
             self._reactor = default_reactor()
             self.clock = self._reactor
         return self._reactor
+
+    @reactor.setter
+    def reactor(self, reactor: Any) -> None:
+        self._reactor = self.clock = reactor
 
     @property
     def connected(self) -> bool:

@@ -342,6 +342,9 @@ class CommsServerFactory(ServerFactory):
     @ivar ports: the listening ports opened by L{listen}.
     """
 
+    # Connections are logged by twcomms itself, with the peer's address.
+    noisy = False
+
     def __init__(
         self,
         messageDataType: str | Codec = "json",
@@ -424,6 +427,10 @@ class CommsServerFactory(ServerFactory):
         if self._reactor is None:
             self._reactor = default_reactor()
         return self._reactor
+
+    @reactor.setter
+    def reactor(self, reactor: Any) -> None:
+        self._reactor = reactor
 
     @property
     def clock(self) -> IReactorTime:

@@ -1,0 +1,235 @@
+"""
+Moving work between the reactor thread and user threads (private).
+
+  - L{WorkerPool}: daemon threads that run user callbacks, created on demand.
+  - L{SerialQueue}: runs one connection's callbacks in order, one at a time,
+    on the pool; a callback that blocks holds up only its own connection.
+  - L{Outbox}: carries messages from any thread to the reactor thread in
+    batches: one reactor wake-up for however many messages piled up.
+
+Thread: every public method says which thread may call it.
+"""
+
+from __future__ import annotations
+
+import collections
+import queue
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from twisted.logger import Logger
+
+__all__ = ["Outbox", "SerialQueue", "WorkerPool"]
+
+_log = Logger()
+
+
+class WorkerPool:
+    """
+    Daemon worker threads, started when a job has no idle worker to take
+    it (up to C{max_workers}), ending after C{idle_timeout} seconds idle.
+
+    Thread: any thread may call L{submit}.
+    """
+
+    def __init__(
+        self,
+        max_workers: int = 512,
+        idle_timeout: float = 10.0,
+        thread_factory: Callable[..., threading.Thread] = threading.Thread,
+        name: str = "twcomms-callbacks",
+    ) -> None:
+        self.max_workers = max_workers
+        self.idle_timeout = idle_timeout
+        self._thread_factory = thread_factory
+        self._name = name
+        self._jobs: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._workers = 0
+        self._idle = 0
+        self._unclaimed = 0
+
+    @property
+    def workers(self) -> int:
+        """
+        How many worker threads exist now.
+        """
+        return self._workers
+
+    def submit(self, job: Callable[[], None]) -> None:
+        """
+        Run C{job()} on a worker thread.
+        """
+        with self._lock:
+            self._unclaimed += 1
+            spawn = self._unclaimed > self._idle and self._workers < self.max_workers
+            if spawn:
+                self._workers += 1
+        self._jobs.put(job)
+        if spawn:
+            thread = self._thread_factory(
+                target=self._work,
+                name=f"{self._name}-{self._workers}",
+                daemon=True,
+            )
+            thread.start()
+
+    def _work(self) -> None:
+        jobs = self._jobs
+        lock = self._lock
+        while True:
+            with lock:
+                self._idle += 1
+            try:
+                job = jobs.get(timeout=self.idle_timeout)
+            except queue.Empty:
+                with lock:
+                    self._idle -= 1
+                    if self._unclaimed == 0:
+                        self._workers -= 1
+                        return
+                continue
+            with lock:
+                self._idle -= 1
+                self._unclaimed -= 1
+            try:
+                job()
+            except Exception:  # pragma: no cover - jobs catch their own errors
+                _log.failure("twcomms worker job failed")
+
+
+class SerialQueue:
+    """
+    Runs calls in the order they were put, one at a time, on a
+    L{WorkerPool}. Each connection has one, so its callbacks keep their
+    order and a blocked callback stalls nobody else.
+
+    A call that raises is logged with its traceback; the next one runs.
+
+    @ivar pending: calls put but not yet finished.
+    """
+
+    def __init__(
+        self, pool: WorkerPool, on_drained: Callable[[int], None] | None = None
+    ):
+        """
+        @param on_drained: called on the worker thread after each call, with
+            the number of calls still pending (for flow control).
+        """
+        self._pool = pool
+        self._items: collections.deque[
+            tuple[Callable[..., object], tuple[Any, ...]]
+        ] = collections.deque()
+        self._lock = threading.Lock()
+        self._scheduled = False
+        self._on_drained = on_drained
+        self._idle = threading.Condition(self._lock)
+
+    @property
+    def pending(self) -> int:
+        return len(self._items)
+
+    def put(self, f: Callable[..., object], *args: Any) -> None:
+        """
+        Queue C{f(*args)}. Any thread.
+        """
+        self._items.append((f, args))
+        with self._lock:
+            if self._scheduled:
+                return
+            self._scheduled = True
+        self._pool.submit(self._drain)
+
+    def wait_idle(self, timeout: float | None) -> bool:
+        """
+        Wait until every queued call has finished; C{False} on timeout. Not
+        from a call run by this queue (it would wait for itself).
+        """
+        with self._lock:
+            return self._idle.wait_for(lambda: not self._scheduled, timeout)
+
+    def _drain(self) -> None:
+        items = self._items
+        on_drained = self._on_drained
+        while True:
+            try:
+                f, args = items.popleft()
+            except IndexError:
+                with self._lock:
+                    if not items:
+                        self._scheduled = False
+                        self._idle.notify_all()
+                        return
+                continue
+            try:
+                f(*args)
+            except Exception:
+                _log.failure("callback {callback!r} raised", callback=f)
+            if on_drained is not None:
+                on_drained(len(items))
+
+
+class Outbox:
+    """
+    Messages from any thread, written on the reactor thread in batches.
+
+    @ivar pending: items put but not yet handed to the writer.
+    """
+
+    def __init__(
+        self,
+        call_soon: Callable[[Callable[[], None]], None],
+        write: Callable[[Any], None],
+    ) -> None:
+        """
+        @param call_soon: schedules a call on the reactor thread.
+        @param write: called on the reactor thread with each item, in order.
+        """
+        self._call_soon = call_soon
+        self._write = write
+        self._items: collections.deque[Any] = collections.deque()
+        self._lock = threading.Lock()
+        self._scheduled = False
+
+    @property
+    def pending(self) -> int:
+        return len(self._items)
+
+    def put(self, item: Any) -> None:
+        """
+        Queue C{item} for writing. Any thread; never waits for the reactor.
+        """
+        self._items.append(item)
+        with self._lock:
+            if self._scheduled:
+                return
+            self._scheduled = True
+        self._call_soon(self.flush)
+
+    def flush(self) -> None:
+        """
+        Write everything queued. Reactor thread only.
+        """
+        with self._lock:
+            self._scheduled = False
+        items = self._items
+        write = self._write
+        while True:
+            try:
+                item = items.popleft()
+            except IndexError:
+                return
+            write(item)
+
+    def take_all(self) -> list[Any]:
+        """
+        Remove and return everything queued. Reactor thread only.
+        """
+        out = []
+        items = self._items
+        while True:
+            try:
+                out.append(items.popleft())
+            except IndexError:
+                return out

@@ -1,0 +1,861 @@
+"""
+The threaded API: the original "Python Comms" C{Server} and C{Client},
+kept and made true.
+
+    from twcomms import Server
+
+    server = Server("0.0.0.0", 6000)
+    server.add_onmessage_callback(print)
+    server.start()
+
+A seed user changes one import line. Underneath, every C{Server} and
+C{Client} in the process shares one reactor thread (started on first use,
+never stopped by them) and wraps the Twisted API
+(L{twcomms.server.CommsServerFactory}, L{twcomms.client.CommsClientFactory}):
+the framing, bookkeeping and protection are theirs.
+
+Threads:
+  - Every public method may be called from any thread, including from
+    inside a callback.
+  - Callbacks never run on the reactor thread. Each connection's callbacks
+    run in order, one at a time, on a pool of worker threads; a callback
+    that blocks (the original's example calls C{input()} in one) holds up
+    only its own connection.
+  - Methods that wait (C{start}, C{stop}, C{connect}, C{close}) raise
+    L{ReactorThreadError} when called on the reactor thread, where they
+    would deadlock. C{send} and C{broadcast} never wait for the reactor.
+  - A callback that raises is logged with its traceback (stdlib
+    C{logging}, logger C{twcomms...}); nothing else stops.
+
+Lifetime: while a Server is started or a Client is open, the process stays
+alive (the original's scripts end after C{start()}/C{connect()} and rely on
+it); it exits once all are stopped/closed. Ctrl-C then closes them cleanly.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from twisted.internet.interfaces import IReactorSocket
+from twisted.logger import Logger
+
+from twcomms._dispatch import Outbox, SerialQueue, WorkerPool
+from twcomms._eventloop import EventLoop, ReactorThreadError, get_event_loop
+from twcomms.client import CommsClientFactory
+from twcomms.errors import (
+    ClientGoneError,
+    ConnectionClosedError,
+    NotConnectedError,
+)
+from twcomms.framing import DEFAULT_MAX_MESSAGE_SIZE, check_size
+from twcomms.protocol import CloseReason
+from twcomms.server import ClientHandle, CommsServerFactory
+
+__all__ = ["Client", "ConnectedClient", "ReactorThreadError", "Server"]
+
+_log = Logger()
+
+_pool: WorkerPool | None = None
+_pool_lock = threading.Lock()
+
+
+def _default_pool() -> WorkerPool:
+    global _pool
+    with _pool_lock:
+        if _pool is None:
+            _pool = WorkerPool()
+        return _pool
+
+
+def _remove_callback(callbacks: list[Any], func: Any, index: int) -> bool:
+    """
+    The original's removal rule: by function if given, else by index.
+    """
+    if func is not None:
+        for i, entry in enumerate(callbacks):
+            if entry[0] == func:
+                del callbacks[i]
+                return True
+        return False
+    if 0 <= index < len(callbacks):
+        del callbacks[index]
+        return True
+    return False
+
+
+class _Callbacks:
+    """
+    One event's user callbacks. Thread: any.
+    """
+
+    def __init__(self, event: str) -> None:
+        self.event = event
+        self._lock = threading.Lock()
+        self._entries: list[tuple[Callable[..., object], bool]] = []
+
+    def add(self, f: Callable[..., object], with_sender: bool = False) -> None:
+        if not callable(f):
+            raise TypeError(f"{self.event} callback must be callable, not {f!r}")
+        with self._lock:
+            self._entries.append((f, with_sender))
+
+    def remove(self, f: Callable[..., object] | None, index: int) -> bool:
+        with self._lock:
+            return _remove_callback(self._entries, f, index)
+
+    def fire(self, sender: Any, *args: Any) -> None:
+        """
+        Call every callback: C{f(*args)}, or C{f(sender, *args)} for those
+        added C{with_sender}. Worker thread.
+        """
+        with self._lock:
+            entries = list(self._entries)
+        for f, with_sender in entries:
+            try:
+                if with_sender:
+                    f(sender, *args)
+                else:
+                    f(*args)
+            except Exception:
+                _log.failure(
+                    "{event} callback {callback!r} raised",
+                    event=self.event,
+                    callback=f,
+                )
+
+
+class ConnectedClient:
+    """
+    A client connected to a threaded L{Server}, as the server's callbacks
+    see it (the original passed a C{Client}; its examples read C{address}
+    and C{port} and call C{send()}).
+
+    Thread: any thread may use it.
+
+    @ivar id: a string, unique for this connection.
+    @ivar address: the peer's host.
+    @ivar port: the peer's port.
+    @ivar close_reason: why it closed, once it has (a L{CloseReason}).
+    """
+
+    def __init__(self, server: Server, handle: ClientHandle) -> None:
+        self.id = handle.id
+        self.address = handle.address
+        self.port = handle.port
+        self.connected_at = handle.connected_at
+        self.close_reason: CloseReason | None = None
+        self._server = server
+        self._handle = handle  # reactor thread only
+        self._closed = False
+        self.events = SerialQueue(server._pool)
+
+    def __repr__(self) -> str:
+        state = "connected" if self.connected else f"closed: {self.close_reason}"
+        return f"<ConnectedClient {self.id} {self.address}:{self.port} {state}>"
+
+    @property
+    def connected(self) -> bool:
+        """
+        Whether this client is still connected.
+        """
+        return not self._closed
+
+    def send(self, message: Any) -> None:
+        """
+        Send one message to this client. It is encoded now (so a bad value
+        raises here) and written by the reactor thread; this never waits.
+
+        @raise ClientGoneError: the client has disconnected.
+        @raise EncodeError: the message cannot be encoded.
+        @raise MessageTooLargeError: it is over the maximum message size.
+        """
+        if self._closed:
+            raise ClientGoneError(self.id)
+        server = self._server
+        factory = server._factory
+        payload = factory.codec.encode(message)
+        check_size(len(payload), factory.max_message_size)
+        server._outbox.put((self._handle, payload))
+
+    def close(self) -> None:
+        """
+        Close this client's connection after what was sent to it is
+        written. Does not wait.
+        """
+        self._server._outbox.put((self._handle, None))
+
+
+class Server:
+    """
+    A TCP server for json, string or binary messages, with broadcast and
+    connect/close/message events; the original's API.
+
+    Thread: any thread may call any method; see the module docstring.
+
+    @ivar address: the address given.
+    @ivar port: the port given; after L{start}, the port listened on (so
+        port 0 tells the chosen port).
+    """
+
+    def __init__(
+        self,
+        address: str,
+        port: int,
+        messageDataType: str = "json",
+        byteOrder: str = "little",
+        sendMostRecent: bool = True,
+        *,
+        listen: str | None = None,
+        max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+        max_clients: int | None = None,
+        idle_timeout: float | None = None,
+        outbound_limit: int | None = None,
+        keep_process_alive: bool = True,
+        event_loop: EventLoop | None = None,
+        pool: WorkerPool | None = None,
+    ) -> None:
+        """
+        @param address: the interface to listen on (C{"0.0.0.0"}: all IPv4;
+            C{"::"}: all IPv6; C{"127.0.0.1"}: this machine only).
+        @param port: the TCP port; 0 picks a free one.
+        @param messageDataType: C{"json"} (default), C{"string"} or
+            C{"binary"}: how received messages are decoded (see
+            C{docs/protocol.md}).
+        @param byteOrder: C{"little"} (default) or C{"big"}; both ends must
+            agree.
+        @param sendMostRecent: accepted for compatibility; it has no effect
+            (it had none in the original).
+        @param listen: a Twisted endpoint description to listen on instead
+            of C{address}/C{port} (C{"tcp:6000:interface=::"},
+            C{"ssl:6001:privateKey=key.pem:certKey=cert.pem"},
+            C{"unix:/run/comms.sock"}).
+        @param max_message_size: largest message accepted or sent (64 MiB).
+        @param max_clients: further connections are closed at once.
+        @param idle_timeout: close clients silent for this many seconds.
+        @param outbound_limit: bytes that may queue to a client that does
+            not read before it is closed (default: max_message_size + 1 MiB).
+        @param keep_process_alive: while started, keep the process alive
+            after the main script ends (the original's behaviour; default).
+        """
+        self.address = address
+        self.port = port
+        self.sendMostRecent = sendMostRecent
+        self._listen = listen
+        self._keep_alive = keep_process_alive
+        self._loop = event_loop if event_loop is not None else get_event_loop()
+        self._pool = pool if pool is not None else _default_pool()
+        self._factory = CommsServerFactory(
+            messageDataType,
+            byteOrder,
+            max_message_size=max_message_size,
+            max_clients=max_clients,
+            idle_timeout=idle_timeout,
+            outbound_limit=outbound_limit,
+            on_connect=self._on_connect,
+            on_close=self._on_close,
+            on_message=self._on_message,
+        )
+        self._lock = threading.Lock()
+        self._clients: dict[str, ConnectedClient] = {}
+        # One outbox for the whole server keeps each thread's sends and
+        # broadcasts in the order they were made.
+        self._outbox = Outbox(self._loop.call_soon, self._write)
+        self._connect_callbacks = _Callbacks("onconnect")
+        self._close_callbacks = _Callbacks("onclose")
+        self._message_callbacks = _Callbacks("onmessage")
+        self._started = False
+        self._stopped = threading.Event()
+        self._listening_port: Any = None
+        self._loop.register(self)
+
+    def __repr__(self) -> str:
+        state = "started" if self._started else "stopped"
+        return f"<Server {self.address}:{self.port} {state}>"
+
+    @property
+    def messageDataType(self) -> str:
+        return self._factory.codec.name
+
+    @property
+    def byteOrder(self) -> str:
+        return self._factory.byteOrder
+
+    @property
+    def max_message_size(self) -> int:
+        return self._factory.max_message_size
+
+    @property
+    def started(self) -> bool:
+        """
+        Whether the server is listening.
+        """
+        return self._started
+
+    # -- lifecycle --------------------------------------------------------
+
+    def start(self, timeout: float | None = 10.0) -> None:
+        """
+        Start listening. Returns once listening.
+
+        @raise twisted.internet.error.CannotListenError: the address cannot
+            be listened on (e.g. the port is in use); the original retried
+            forever, this says so at once.
+        @raise ReactorThreadError: called on the reactor thread.
+        """
+        with self._lock:
+            if self._started:
+                return
+        reactor = self._loop.start()
+        self._factory.reactor = reactor
+        self._factory._stopping = False
+        where: Any = (
+            self._listen if self._listen is not None else (self.address, self.port)
+        )
+        port = self._loop.call(
+            self._factory.listen, where, timeout=timeout, what="Server.start()"
+        )
+        with self._lock:
+            self._listening_port = port
+            self._started = True
+            self._stopped.clear()
+            host = port.getHost()
+            if hasattr(host, "port"):
+                self.port = host.port
+        if self._keep_alive:
+            self._loop.hold(self)
+
+    def stop(self, timeout: float | None = 10.0) -> None:
+        """
+        Stop listening and close every client, after what was sent before
+        this call is written. Returns once they are closed (or after
+        C{timeout} seconds). Stopping twice does nothing.
+
+        @raise ReactorThreadError: called on the reactor thread.
+        """
+        with self._lock:
+            if not self._started:
+                return
+            self._started = False
+        try:
+            self._loop.call(
+                self._stop_in_reactor, timeout=timeout, what="Server.stop()"
+            )
+        finally:
+            self._stopped.set()
+            self._loop.release(self)
+
+    def _stop_in_reactor(self) -> Any:
+        self._outbox.flush()
+        return self._factory.stop()
+
+    def _at_exit(self) -> None:
+        if self._started and not self._loop.in_reactor_thread():
+            self.stop(timeout=2.0)
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """
+        Block until the server is stopped (by another thread or a callback);
+        C{False} if C{timeout} passed first.
+        """
+        return self._stopped.wait(timeout)
+
+    def serve_forever(self) -> None:
+        """
+        Start (if needed) and block until stopped. Ctrl-C stops the server
+        cleanly and returns.
+        """
+        self.start()
+        try:
+            while not self._stopped.wait(0.5):
+                pass
+        except KeyboardInterrupt:
+            self.stop()
+
+    def __enter__(self) -> Server:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # -- sending ----------------------------------------------------------
+
+    @property
+    def clients(self) -> list[ConnectedClient]:
+        """
+        The connected clients, in the order they connected.
+        """
+        with self._lock:
+            return list(self._clients.values())
+
+    def broadcast(
+        self,
+        message: Any,
+        exclude: Iterable[ConnectedClient | str] | ConnectedClient | str = (),
+    ) -> None:
+        """
+        Send C{message} to every connected client (except C{exclude}). It is
+        encoded once, now (a bad value raises here); never waits.
+        """
+        frame = self._factory.encode(message)
+        if isinstance(exclude, (ConnectedClient, str)):
+            exclude = (exclude,)
+        ids = frozenset(c.id if isinstance(c, ConnectedClient) else c for c in exclude)
+        self._outbox.put((ids, frame))
+
+    def sendTo(self, message: Any, client: ConnectedClient | str | int = 0) -> None:
+        """
+        Send C{message} to one client: a L{ConnectedClient}, its C{id}, or
+        an C{int} index in connection order (the original's meaning; fragile,
+        as indices shift when clients leave).
+
+        @raise ClientGoneError: that client is not connected.
+        @raise IndexError: no client at that index.
+        """
+        if isinstance(client, bool):
+            raise TypeError("sendTo takes a client, its id, or an index")
+        if isinstance(client, int):
+            clients = self.clients
+            if not 0 <= client < len(clients):
+                raise IndexError(
+                    f"sendTo index {client}, but {len(clients)} clients are connected"
+                )
+            target = clients[client]
+        elif isinstance(client, str):
+            with self._lock:
+                found = self._clients.get(client)
+            if found is None:
+                raise ClientGoneError(client)
+            target = found
+        else:
+            target = client
+        target.send(message)
+
+    def _write(self, item: tuple[Any, Any]) -> None:
+        # Reactor thread: one queued send, broadcast or close.
+        target, payload = item
+        if isinstance(target, frozenset):
+            self._factory.clients.broadcast(payload, target)
+            return
+        handle: ClientHandle = target
+        if payload is None:
+            handle.close()
+            return
+        if not handle.connected:
+            _log.warn(
+                "a message to client {id} was not sent: it disconnected "
+                "({reason}) before the message could be written",
+                id=handle.id,
+                reason=handle.close_reason,
+            )
+            return
+        try:
+            handle.protocol.sendString(payload)  # type: ignore[union-attr]
+        except Exception:
+            _log.failure("sending to client {id} failed", id=handle.id)
+
+    # -- callbacks --------------------------------------------------------
+
+    def add_onconnect_callback(self, func: Callable[[ConnectedClient], object]) -> None:
+        """
+        Call C{func(client)} when any client connects.
+        """
+        self._connect_callbacks.add(func)
+
+    def add_onclose_callback(self, func: Callable[[ConnectedClient], object]) -> None:
+        """
+        Call C{func(client)} when any client disconnects; C{client.close_reason}
+        says why.
+        """
+        self._close_callbacks.add(func)
+
+    def add_onmessage_callback(
+        self, func: Callable[..., object], with_sender: bool = False
+    ) -> None:
+        """
+        Call C{func(message)} for every message from any client, or
+        C{func(client, message)} with C{with_sender=True} (the original had
+        no way to know the sender).
+        """
+        self._message_callbacks.add(func, with_sender)
+
+    def remove_onconnect_callback(self, func: Any = None, index: int = 0) -> bool:
+        """
+        Remove a callback by function, or by index if C{func} is None.
+        """
+        return self._connect_callbacks.remove(func, index)
+
+    def remove_onclose_callback(self, func: Any = None, index: int = 0) -> bool:
+        return self._close_callbacks.remove(func, index)
+
+    def remove_onmessage_callback(self, func: Any = None, index: int = 0) -> bool:
+        return self._message_callbacks.remove(func, index)
+
+    # -- Twisted-level events (reactor thread) --------------------------------
+
+    def _on_connect(self, handle: ClientHandle) -> None:
+        client = ConnectedClient(self, handle)
+        with self._lock:
+            self._clients[handle.id] = client
+        client.events.put(self._connect_callbacks.fire, client, client)
+
+    def _on_message(self, handle: ClientHandle, message: Any) -> None:
+        client = self._clients.get(handle.id)
+        if client is not None:
+            client.events.put(self._message_callbacks.fire, client, message)
+
+    def _on_close(self, handle: ClientHandle, reason: CloseReason) -> None:
+        with self._lock:
+            client = self._clients.pop(handle.id, None)
+        if client is None:
+            return
+        client._closed = True
+        client.close_reason = reason
+        client.events.put(self._close_callbacks.fire, client, client)
+
+
+class Client:
+    """
+    A TCP client for json, string or binary messages, with optional
+    automatic reconnection; the original's API.
+
+    Thread: any thread may call any method; see the module docstring.
+
+    @ivar address: the server's address.
+    @ivar port: the server's port.
+    """
+
+    def __init__(
+        self,
+        address: str,
+        port: int,
+        controlledByServer: bool = False,
+        connection: socket.socket | None = None,
+        messageDataType: str = "json",
+        byteOrder: str = "little",
+        sendMostRecent: bool = False,
+        autoReconnect: bool = False,
+        *,
+        max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+        initial_delay: float = 1.0,
+        max_delay: float = 30.0,
+        max_retries: int | None = None,
+        tls: bool = False,
+        trust_root: Any = None,
+        tls_hostname: str | None = None,
+        unix_socket: str | None = None,
+        keep_process_alive: bool = True,
+        event_loop: EventLoop | None = None,
+        pool: WorkerPool | None = None,
+    ) -> None:
+        """
+        @param address: the server's host name or address.
+        @param port: the server's port.
+        @param controlledByServer: with C{connection}: adopt that
+            already-connected socket instead of connecting.
+        @param connection: an already-connected socket to adopt (the
+            original used this inside its server).
+        @param messageDataType: C{"json"} (default), C{"string"} or
+            C{"binary"}.
+        @param byteOrder: C{"little"} (default) or C{"big"}.
+        @param sendMostRecent: accepted for compatibility; no effect.
+        @param autoReconnect: reconnect (with back-off) whenever the
+            connection fails or is lost, until L{close}.
+        @param initial_delay: first reconnection delay, seconds (1.0).
+        @param max_delay: longest reconnection delay, seconds (30.0).
+        @param max_retries: give up after this many failed attempts.
+        @param tls: connect over TLS, verifying the server's certificate.
+        @param trust_root: CA certificate(s) to trust (a PEM path or a
+            Twisted certificate); default the platform's.
+        @param tls_hostname: the name the certificate must carry (default
+            C{address}).
+        @param unix_socket: connect to this UNIX socket path instead.
+        @param keep_process_alive: while open, keep the process alive after
+            the main script ends (the original's behaviour; default).
+        """
+        if controlledByServer and connection is None:
+            raise ValueError(
+                "controlledByServer=True needs connection=<a connected socket>"
+            )
+        self.address = address
+        self.port = port
+        self.sendMostRecent = sendMostRecent
+        self.autoReconnect = autoReconnect
+        self._connection = connection
+        self._tls = tls
+        self._trust_root = trust_root
+        self._tls_hostname = tls_hostname
+        self._unix_socket = unix_socket
+        self._keep_alive = keep_process_alive
+        self._loop = event_loop if event_loop is not None else get_event_loop()
+        self._pool = pool if pool is not None else _default_pool()
+        self._factory = CommsClientFactory(
+            messageDataType,
+            byteOrder,
+            autoReconnect=autoReconnect and connection is None,
+            max_message_size=max_message_size,
+            initial_delay=initial_delay,
+            max_delay=max(max_delay, initial_delay),
+            max_retries=max_retries,
+            on_connect=self._on_connect,
+            on_close=self._on_close,
+            on_message=self._on_message,
+        )
+        self._events = SerialQueue(self._pool)
+        self._outbox = Outbox(self._loop.call_soon, self._write)
+        self._connect_callbacks = _Callbacks("onconnect")
+        self._close_callbacks = _Callbacks("onclose")
+        self._message_callbacks = _Callbacks("onmessage")
+        self._lock = threading.Lock()
+        self._open = False
+        self._connected = False
+        self._closed_event = threading.Event()
+        self._closed_event.set()
+        self._loop.register(self)
+
+    def __repr__(self) -> str:
+        state = "connected" if self._connected else "not connected"
+        return f"<Client {self.address}:{self.port} {state}>"
+
+    @property
+    def messageDataType(self) -> str:
+        return self._factory.codec.name
+
+    @property
+    def byteOrder(self) -> str:
+        return self._factory.byteOrder
+
+    @property
+    def max_message_size(self) -> int:
+        return self._factory.max_message_size
+
+    @property
+    def connected(self) -> bool:
+        """
+        Whether the client is connected now.
+        """
+        return self._connected
+
+    # -- lifecycle --------------------------------------------------------
+
+    def connect(self, timeout: float | None = 10.0, wait: bool = True) -> None:
+        """
+        Connect to the server. With C{wait} (default), return once connected
+        or raise; with C{autoReconnect}, keep trying until C{timeout}.
+
+        @param wait: C{False}: start connecting (and, with C{autoReconnect},
+            keep trying) in the background and return at once.
+        @raise ConnectionError: the connection failed (refused, TLS
+            rejected, ...); nothing keeps trying.
+        @raise TimeoutError: not connected within C{timeout}; nothing keeps
+            trying.
+        @raise ReactorThreadError: called on the reactor thread with C{wait}.
+        """
+        with self._lock:
+            already = self._open
+            self._open = True
+            self._closed_event.clear()
+        if already:
+            if wait and not self._connected:
+                self._loop.call(
+                    self._factory.whenConnected,
+                    timeout=timeout,
+                    what="Client.connect()",
+                )
+            return
+        reactor = self._loop.start()
+        self._factory.reactor = reactor
+        if self._keep_alive:
+            self._loop.hold(self)
+        if not wait:
+            self._loop.call_soon(self._begin)
+            return
+
+        def begin_and_wait() -> Any:
+            self._begin()
+            return self._factory.whenConnected()
+
+        try:
+            self._loop.call(begin_and_wait, timeout=timeout, what="Client.connect()")
+        except BaseException:
+            self._give_up()
+            raise
+
+    def _begin(self) -> None:
+        # Reactor thread.
+        factory = self._factory
+        if self._connection is not None:
+            sock, self._connection = self._connection, None
+            reactor = factory.reactor
+            if not IReactorSocket.providedBy(reactor):
+                raise NotImplementedError(
+                    "this reactor cannot adopt a connected socket; pass the "
+                    "server's address and port and let Client connect"
+                )
+            reactor.adoptStreamConnection(sock.fileno(), sock.family, factory)  # type: ignore[arg-type]
+            sock.close()
+        elif self._unix_socket is not None:
+            factory.connectUNIX(self._unix_socket)
+        elif self._tls:
+            factory.connectSSL(
+                self.address,
+                self.port,
+                trust_root=self._trust_root,
+                hostname=self._tls_hostname,
+            )
+        else:
+            factory.connectTCP(self.address, self.port)
+
+    def _give_up(self) -> None:
+        with self._lock:
+            self._open = False
+        try:
+            self._loop.call(self._factory.stop, timeout=5.0, what="Client.close()")
+        except ReactorThreadError:
+            self._loop.call_soon(self._factory.stop)
+        finally:
+            self._closed_event.set()
+            self._loop.release(self)
+
+    def close(self, timeout: float | None = 10.0) -> None:
+        """
+        Stop reconnecting and close the connection after what was sent
+        before this call is written. Returns once closed. Sending afterwards
+        raises L{ConnectionClosedError}. Closing twice does nothing.
+
+        @raise ReactorThreadError: called on the reactor thread.
+        """
+        with self._lock:
+            if not self._open:
+                return
+            self._open = False
+        try:
+            self._loop.call(
+                self._close_in_reactor, timeout=timeout, what="Client.close()"
+            )
+        finally:
+            self._closed_event.set()
+            self._loop.release(self)
+
+    def _close_in_reactor(self) -> Any:
+        self._outbox.flush()
+        return self._factory.stop()
+
+    def _at_exit(self) -> None:
+        if self._open and not self._loop.in_reactor_thread():
+            self.close(timeout=2.0)
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """
+        Block until the client is closed; C{False} if C{timeout} passed
+        first.
+        """
+        return self._closed_event.wait(timeout)
+
+    def __enter__(self) -> Client:
+        self.connect()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- sending ----------------------------------------------------------
+
+    def send(self, message: Any) -> None:
+        """
+        Send one message. It is encoded now (a bad value raises here) and
+        written by the reactor thread, in order with this thread's other
+        sends; this never waits for the reactor.
+
+        @raise ConnectionClosedError: the client was closed.
+        @raise NotConnectedError: not connected (and not reconnecting).
+        @raise EncodeError: the message cannot be encoded.
+        @raise MessageTooLargeError: it is over the maximum message size.
+        """
+        if not self._open:
+            raise ConnectionClosedError(
+                f"client to {self.address}:{self.port} is closed; nothing was sent"
+            )
+        if not self._connected and not self.autoReconnect:
+            raise NotConnectedError(
+                f"client to {self.address}:{self.port} is not connected; "
+                f"nothing was sent"
+            )
+        payload = self._factory.codec.encode(message)
+        check_size(len(payload), self._factory.max_message_size)
+        self._outbox.put(payload)
+
+    def _write(self, payload: bytes) -> None:
+        # Reactor thread.
+        proto = self._factory.connection
+        if proto is None or proto._closing:
+            _log.warn(
+                "a message to {address}:{port} was not sent: not connected",
+                address=self.address,
+                port=self.port,
+            )
+            return
+        try:
+            proto.sendString(payload)
+        except Exception:
+            _log.failure(
+                "sending to {address}:{port} failed",
+                address=self.address,
+                port=self.port,
+            )
+
+    # -- callbacks --------------------------------------------------------
+
+    def add_onconnect_callback(self, func: Callable[[Client], object]) -> None:
+        """
+        Call C{func(client)} (this Client) on each (re)connection.
+        """
+        self._connect_callbacks.add(func)
+
+    def add_onclose_callback(self, func: Callable[[Client], object]) -> None:
+        """
+        Call C{func(client)} (this Client) when a connection closes.
+        """
+        self._close_callbacks.add(func)
+
+    def add_onmessage_callback(
+        self, func: Callable[..., object], with_sender: bool = False
+    ) -> None:
+        """
+        Call C{func(message)} for each message; C{func(client, message)}
+        with C{with_sender=True}.
+        """
+        self._message_callbacks.add(func, with_sender)
+
+    def remove_onconnect_callback(self, func: Any = None, index: int = 0) -> bool:
+        return self._connect_callbacks.remove(func, index)
+
+    def remove_onclose_callback(self, func: Any = None, index: int = 0) -> bool:
+        return self._close_callbacks.remove(func, index)
+
+    def remove_onmessage_callback(self, func: Any = None, index: int = 0) -> bool:
+        return self._message_callbacks.remove(func, index)
+
+    # -- Twisted-level events (reactor thread) --------------------------------
+
+    def _on_connect(self, factory: CommsClientFactory) -> None:
+        self._connected = True
+        self._outbox.flush()
+        self._events.put(self._connect_callbacks.fire, self, self)
+
+    def _on_message(self, factory: CommsClientFactory, message: Any) -> None:
+        self._events.put(self._message_callbacks.fire, self, message)
+
+    def _on_close(self, factory: CommsClientFactory, reason: CloseReason) -> None:
+        self._connected = False
+        self._events.put(self._close_callbacks.fire, self, self)
+        if not factory.continueTrying:
+            # Not reconnecting: this client is closed for good.
+            with self._lock:
+                was_open, self._open = self._open, False
+            self._closed_event.set()
+            if was_open:
+                self._loop.release(self)
