@@ -157,3 +157,19 @@ def test_take_all() -> None:
     box.put(2)
     assert box.take_all() == [1, 2]
     assert box.pending == 0
+
+
+def test_retiring_idle_workers_never_strands_a_job() -> None:
+    """
+    A job submitted just after idle workers were asked to end still runs
+    (a retiring worker must not be counted as available).
+    """
+    for _ in range(50):
+        pool = WorkerPool()
+        q = SerialQueue(pool)
+        q.put(lambda: None)
+        assert q.wait_idle(WAIT)
+        pool.retire_idle()
+        ran = threading.Event()
+        SerialQueue(pool).put(ran.set)
+        assert ran.wait(WAIT)

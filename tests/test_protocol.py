@@ -228,3 +228,22 @@ def test_bad_options_fail_clearly() -> None:
 
 def test_close_reason_prints_as_text() -> None:
     assert str(CloseReason.SLOW_CONSUMER) == "slow consumer"
+
+
+def test_close_unregisters_the_write_monitor() -> None:
+    """
+    A transport with a registered producer does not close on
+    loseConnection until the producer is unregistered (and resumes a paused
+    producer instead of closing): close() must unregister ours.
+    """
+    proto, _, t = make()
+    assert t.producer is not None
+    t.producer.pauseProducing()
+    proto.close()
+    assert t.producer is None and t.disconnecting
+
+
+def test_oversize_close_unregisters_the_write_monitor() -> None:
+    proto, _, t = make(max_message_size=10)
+    proto.dataReceived(struct.pack("<I", 11))
+    assert t.producer is None and t.disconnecting

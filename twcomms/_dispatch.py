@@ -44,7 +44,7 @@ class WorkerPool:
         self.idle_timeout = idle_timeout
         self._thread_factory = thread_factory
         self._name = name
-        self._jobs: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
+        self._jobs: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._workers = 0
         self._idle = 0
@@ -75,6 +75,19 @@ class WorkerPool:
             )
             thread.start()
 
+    def retire_idle(self) -> None:
+        """
+        Ask every idle worker to end now (rather than after its idle
+        timeout): used once nothing is open any more.
+        """
+        with self._lock:
+            retiring = max(0, self._idle - self._unclaimed)
+            # Those workers no longer count as idle: a job submitted from
+            # now on starts a worker of its own if it needs one.
+            self._idle -= retiring
+        for _ in range(retiring):
+            self._jobs.put(None)
+
     def _work(self) -> None:
         jobs = self._jobs
         lock = self._lock
@@ -91,6 +104,10 @@ class WorkerPool:
                         return
                 continue
             with lock:
+                if job is None:
+                    # Retired (retire_idle already stopped counting it idle).
+                    self._workers -= 1
+                    return
                 self._idle -= 1
                 self._unclaimed -= 1
             try:

@@ -258,6 +258,7 @@ class CommsProtocol(FrameReceiver):
     closeReason: CloseReason | None = None
     _closing = False
     _started = False
+    _monitor: _WriteMonitor | None = None
     _writePaused = False
     _queuedWhilePaused = 0
 
@@ -340,7 +341,8 @@ class CommsProtocol(FrameReceiver):
     # -- connection ---------------------------------------------------------
 
     def connectionMade(self) -> None:
-        self.transport.registerProducer(_WriteMonitor(self), True)
+        self._monitor = _WriteMonitor(self)
+        self.transport.registerProducer(self._monitor, True)
         self._startIdleTimer()
         if not INegotiated.providedBy(self.transport):
             self._started = True
@@ -411,6 +413,7 @@ class CommsProtocol(FrameReceiver):
 
     def lengthLimitExceeded(self, length: int) -> None:
         self._markClosing(CloseReason.OVERSIZE)
+        self._unregisterWriteMonitor()
         super().lengthLimitExceeded(length)
 
     def pauseProducing(self) -> None:
@@ -504,7 +507,19 @@ class CommsProtocol(FrameReceiver):
             return
         self._markClosing(reason)
         if self.transport is not None:
+            self._unregisterWriteMonitor()
             self.transport.loseConnection()
+
+    def _unregisterWriteMonitor(self) -> None:
+        """
+        A transport with a registered producer does not close on
+        C{loseConnection} until the producer is unregistered (and, if the
+        producer was paused when the buffer drains, it resumes the producer
+        instead of closing). Unregister ours before closing.
+        """
+        if self._monitor is not None:
+            self._monitor = None
+            self.transport.unregisterProducer()
 
     def abort(self, reason: CloseReason) -> None:
         """

@@ -34,9 +34,11 @@ it); it exits once all are stopped/closed. Ctrl-C then closes them cleanly.
 
 from __future__ import annotations
 
+import collections
 import socket
 import threading
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Any
 
 from twisted.internet.interfaces import IReactorSocket
@@ -44,6 +46,13 @@ from twisted.logger import Logger
 
 from twcomms._dispatch import Outbox, SerialQueue, WorkerPool
 from twcomms._eventloop import EventLoop, ReactorThreadError, get_event_loop
+from twcomms._flow import (
+    DrainTracker,
+    QueueFullError,
+    ReceiveWindow,
+    SendTimeoutError,
+    SendWindow,
+)
 from twcomms.client import CommsClientFactory
 from twcomms.errors import (
     ClientGoneError,
@@ -51,10 +60,56 @@ from twcomms.errors import (
     NotConnectedError,
 )
 from twcomms.framing import DEFAULT_MAX_MESSAGE_SIZE, check_size
-from twcomms.protocol import CloseReason
+from twcomms.protocol import CloseReason, CommsProtocol
 from twcomms.server import ClientHandle, CommsServerFactory
 
-__all__ = ["Client", "ConnectedClient", "ReactorThreadError", "Server"]
+__all__ = [
+    "Client",
+    "ConnectedClient",
+    "FlowControl",
+    "QueueFullError",
+    "ReactorThreadError",
+    "SendTimeoutError",
+    "Server",
+]
+
+_MiB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class FlowControl:
+    """
+    Flow-control limits of the threaded API, per connection. Memory stays
+    bounded however fast senders, slow callbacks and slow readers are.
+
+    @ivar send_high_water: bytes accepted by C{send()} and not yet taken by
+        a peer that keeps up. Above this, C{send()} blocks until they drain
+        to C{send_low_water}. Default 8 MiB.
+    @ivar send_low_water: see C{send_high_water}. Default 2 MiB.
+    @ivar send_timeout: seconds a blocked C{send()} waits before raising
+        L{SendTimeoutError}; L{None}: forever. Default 30.
+    @ivar receive_high_count: messages received and not yet handled by the
+        callbacks. Above this (or C{receive_high_bytes}), twcomms stops
+        reading from that connection until a quarter of it is left; TCP
+        then slows the sender. Nothing is dropped. Default 10,000.
+    @ivar receive_high_bytes: the same, in payload bytes. Default 16 MiB.
+    @ivar offline_max_count: with C{autoReconnect}, messages that may wait
+        for the next connection. When full, C{send()} raises
+        L{QueueFullError}. Default 10,000.
+    @ivar offline_max_bytes: the same, in payload bytes. Default 16 MiB.
+    """
+
+    send_high_water: int = 8 * _MiB
+    send_low_water: int = 2 * _MiB
+    send_timeout: float | None = 30.0
+    receive_high_count: int = 10_000
+    receive_high_bytes: int = 16 * _MiB
+    offline_max_count: int = 10_000
+    offline_max_bytes: int = 16 * _MiB
+
+    def send_window(self) -> SendWindow:
+        return SendWindow(self.send_high_water, self.send_low_water, self.send_timeout)
+
 
 _log = Logger()
 
@@ -68,6 +123,16 @@ def _default_pool() -> WorkerPool:
         if _pool is None:
             _pool = WorkerPool()
         return _pool
+
+
+def _release(loop: EventLoop, pool: WorkerPool, obj: object) -> None:
+    """
+    C{obj} is stopped/closed: stop holding the process for it, and let idle
+    callback threads end if nothing is open any more.
+    """
+    loop.release(obj)
+    if not loop.open_objects():
+        pool.retire_idle()
 
 
 def _remove_callback(callbacks: list[Any], func: Any, index: int) -> bool:
@@ -151,6 +216,13 @@ class ConnectedClient:
         self._handle = handle  # reactor thread only
         self._closed = False
         self.events = SerialQueue(server._pool)
+        self._window = server._flow.send_window()
+        self._drain = DrainTracker(self._window)
+        self._receive = ReceiveWindow(
+            server._flow.receive_high_count,
+            server._flow.receive_high_bytes,
+            server._loop.call_soon,
+        )
 
     def __repr__(self) -> str:
         state = "connected" if self.connected else f"closed: {self.close_reason}"
@@ -166,11 +238,14 @@ class ConnectedClient:
     def send(self, message: Any) -> None:
         """
         Send one message to this client. It is encoded now (so a bad value
-        raises here) and written by the reactor thread; this never waits.
+        raises here) and written by the reactor thread. It returns at once
+        unless this client is not reading and over the send high-water mark
+        (see L{FlowControl}); then it waits for it to catch up.
 
         @raise ClientGoneError: the client has disconnected.
         @raise EncodeError: the message cannot be encoded.
         @raise MessageTooLargeError: it is over the maximum message size.
+        @raise SendTimeoutError: it did not catch up within the send timeout.
         """
         if self._closed:
             raise ClientGoneError(self.id)
@@ -178,14 +253,21 @@ class ConnectedClient:
         factory = server._factory
         payload = factory.codec.encode(message)
         check_size(len(payload), factory.max_message_size)
-        server._outbox.put((self._handle, payload))
+        try:
+            self._window.acquire(len(payload) + 4, self._describe)
+        except ConnectionClosedError:
+            raise ClientGoneError(self.id) from None
+        server._outbox.put((self, payload))
 
     def close(self) -> None:
         """
         Close this client's connection after what was sent to it is
         written. Does not wait.
         """
-        self._server._outbox.put((self._handle, None))
+        self._server._outbox.put((self, None))
+
+    def _describe(self) -> str:
+        return f"client {self.id} ({self.address}:{self.port})"
 
 
 class Server:
@@ -213,6 +295,7 @@ class Server:
         max_clients: int | None = None,
         idle_timeout: float | None = None,
         outbound_limit: int | None = None,
+        flow: FlowControl | None = None,
         keep_process_alive: bool = True,
         event_loop: EventLoop | None = None,
         pool: WorkerPool | None = None,
@@ -237,6 +320,8 @@ class Server:
         @param idle_timeout: close clients silent for this many seconds.
         @param outbound_limit: bytes that may queue to a client that does
             not read before it is closed (default: max_message_size + 1 MiB).
+            C{broadcast} never blocks for a slow client; this limit closes it.
+        @param flow: flow-control limits (L{FlowControl}; its defaults).
         @param keep_process_alive: while started, keep the process alive
             after the main script ends (the original's behaviour; default).
         """
@@ -245,6 +330,7 @@ class Server:
         self.sendMostRecent = sendMostRecent
         self._listen = listen
         self._keep_alive = keep_process_alive
+        self._flow = flow if flow is not None else FlowControl()
         self._loop = event_loop if event_loop is not None else get_event_loop()
         self._pool = pool if pool is not None else _default_pool()
         self._factory = CommsServerFactory(
@@ -345,7 +431,7 @@ class Server:
             )
         finally:
             self._stopped.set()
-            self._loop.release(self)
+            _release(self._loop, self._pool, self)
 
     def _stop_in_reactor(self) -> Any:
         self._outbox.flush()
@@ -440,11 +526,13 @@ class Server:
         if isinstance(target, frozenset):
             self._factory.clients.broadcast(payload, target)
             return
-        handle: ClientHandle = target
+        client: ConnectedClient = target
+        handle = client._handle
         if payload is None:
             handle.close()
             return
-        if not handle.connected:
+        if not handle.connected or handle.protocol is None:
+            client._window.release(len(payload) + 4)
             _log.warn(
                 "a message to client {id} was not sent: it disconnected "
                 "({reason}) before the message could be written",
@@ -453,8 +541,9 @@ class Server:
             )
             return
         try:
-            handle.protocol.sendString(payload)  # type: ignore[union-attr]
+            client._drain.write(handle.protocol, payload)
         except Exception:
+            client._window.release(len(payload) + 4)
             _log.failure("sending to client {id} failed", id=handle.id)
 
     # -- callbacks --------------------------------------------------------
@@ -498,6 +587,9 @@ class Server:
 
     def _on_connect(self, handle: ClientHandle) -> None:
         client = ConnectedClient(self, handle)
+        proto = handle.protocol
+        assert proto is not None
+        client._receive.attach(proto.pauseProducing, proto.resumeProducing)
         with self._lock:
             self._clients[handle.id] = client
         client.events.put(self._connect_callbacks.fire, client, client)
@@ -505,7 +597,16 @@ class Server:
     def _on_message(self, handle: ClientHandle, message: Any) -> None:
         client = self._clients.get(handle.id)
         if client is not None:
-            client.events.put(self._message_callbacks.fire, client, message)
+            window = client._receive
+            size = handle.protocol.bytesReceived - window.queued_bytes  # type: ignore[union-attr]
+            client.events.put(self._deliver, client, message, window.queued(size))
+
+    def _deliver(self, client: ConnectedClient, message: Any, cumulative: int) -> None:
+        # Worker thread.
+        try:
+            self._message_callbacks.fire(client, message)
+        finally:
+            client._receive.handled(cumulative)
 
     def _on_close(self, handle: ClientHandle, reason: CloseReason) -> None:
         with self._lock:
@@ -514,6 +615,7 @@ class Server:
             return
         client._closed = True
         client.close_reason = reason
+        client._window.close(f"disconnected ({reason})")
         client.events.put(self._close_callbacks.fire, client, client)
 
 
@@ -547,6 +649,7 @@ class Client:
         trust_root: Any = None,
         tls_hostname: str | None = None,
         unix_socket: str | None = None,
+        flow: FlowControl | None = None,
         keep_process_alive: bool = True,
         event_loop: EventLoop | None = None,
         pool: WorkerPool | None = None,
@@ -573,6 +676,10 @@ class Client:
         @param tls_hostname: the name the certificate must carry (default
             C{address}).
         @param unix_socket: connect to this UNIX socket path instead.
+        @param flow: flow-control limits (L{FlowControl}; its defaults).
+            With C{autoReconnect}, messages sent while disconnected wait
+            (in order, bounded by C{offline_max_count}/C{offline_max_bytes})
+            and go out once after reconnecting.
         @param keep_process_alive: while open, keep the process alive after
             the main script ends (the original's behaviour; default).
         """
@@ -590,6 +697,7 @@ class Client:
         self._tls_hostname = tls_hostname
         self._unix_socket = unix_socket
         self._keep_alive = keep_process_alive
+        self._flow = flow if flow is not None else FlowControl()
         self._loop = event_loop if event_loop is not None else get_event_loop()
         self._pool = pool if pool is not None else _default_pool()
         self._factory = CommsClientFactory(
@@ -606,6 +714,17 @@ class Client:
         )
         self._events = SerialQueue(self._pool)
         self._outbox = Outbox(self._loop.call_soon, self._write)
+        self._window = self._flow.send_window()
+        self._drain = DrainTracker(self._window)
+        self._receive = ReceiveWindow(
+            self._flow.receive_high_count,
+            self._flow.receive_high_bytes,
+            self._loop.call_soon,
+        )
+        # Reactor thread only: messages waiting for the next connection.
+        self._offline: collections.deque[bytes] = collections.deque()
+        self._offline_bytes = 0
+        self._received_bytes = 0
         self._connect_callbacks = _Callbacks("onconnect")
         self._close_callbacks = _Callbacks("onclose")
         self._message_callbacks = _Callbacks("onmessage")
@@ -718,7 +837,7 @@ class Client:
             self._loop.call_soon(self._factory.stop)
         finally:
             self._closed_event.set()
-            self._loop.release(self)
+            _release(self._loop, self._pool, self)
 
     def close(self, timeout: float | None = 10.0) -> None:
         """
@@ -738,10 +857,18 @@ class Client:
             )
         finally:
             self._closed_event.set()
-            self._loop.release(self)
+            _release(self._loop, self._pool, self)
 
     def _close_in_reactor(self) -> Any:
         self._outbox.flush()
+        if self._offline:
+            _log.warn(
+                "closing the client to {where} with {count} messages that "
+                "never found a connection; they were not sent",
+                where=self._where(),
+                count=len(self._offline),
+            )
+            self._offline.clear()
         return self._factory.stop()
 
     def _at_exit(self) -> None:
@@ -768,44 +895,79 @@ class Client:
         """
         Send one message. It is encoded now (a bad value raises here) and
         written by the reactor thread, in order with this thread's other
-        sends; this never waits for the reactor.
+        sends. It returns at once unless the server is not reading and the
+        send high-water mark is passed (see L{FlowControl}); then it waits
+        for the server to catch up.
+
+        With C{autoReconnect}, a message sent while disconnected waits for
+        the next connection (bounded; see L{FlowControl}). Messages already
+        written to a connection that then breaks may be lost: the wire
+        format has no acknowledgements.
 
         @raise ConnectionClosedError: the client was closed.
         @raise NotConnectedError: not connected (and not reconnecting).
+        @raise QueueFullError: disconnected, and the offline queue is full.
+        @raise SendTimeoutError: the server did not catch up in time.
         @raise EncodeError: the message cannot be encoded.
         @raise MessageTooLargeError: it is over the maximum message size.
         """
         if not self._open:
             raise ConnectionClosedError(
-                f"client to {self.address}:{self.port} is closed; nothing was sent"
-            )
-        if not self._connected and not self.autoReconnect:
-            raise NotConnectedError(
-                f"client to {self.address}:{self.port} is not connected; "
-                f"nothing was sent"
+                f"client to {self._where()} is closed; nothing was sent"
             )
         payload = self._factory.codec.encode(message)
         check_size(len(payload), self._factory.max_message_size)
+        size = len(payload) + 4
+        if self._connected:
+            self._window.acquire(size, self._where)
+        elif self.autoReconnect:
+            flow = self._flow
+            waiting = len(self._offline) + self._outbox.pending
+            if (
+                waiting >= flow.offline_max_count
+                or self._window.pending + size > flow.offline_max_bytes
+            ):
+                raise QueueFullError(
+                    f"client to {self._where()} is disconnected and "
+                    f"{waiting} messages ({self._window.pending} bytes) are "
+                    f"already waiting for the next connection (limits: "
+                    f"{flow.offline_max_count} messages, "
+                    f"{flow.offline_max_bytes} bytes); nothing was queued"
+                )
+            self._window.add(size)
+        else:
+            raise NotConnectedError(
+                f"client to {self._where()} is not connected; nothing was sent"
+            )
         self._outbox.put(payload)
+
+    def _where(self) -> str:
+        if self._unix_socket is not None:
+            return self._unix_socket
+        return f"{self.address}:{self.port}"
 
     def _write(self, payload: bytes) -> None:
         # Reactor thread.
         proto = self._factory.connection
         if proto is None or proto._closing:
+            if self.autoReconnect and self._factory.continueTrying:
+                self._offline.append(payload)
+                return
+            self._window.release(len(payload) + 4)
             _log.warn(
-                "a message to {address}:{port} was not sent: not connected",
-                address=self.address,
-                port=self.port,
+                "a message to {where} was not sent: the connection closed "
+                "before it could be written",
+                where=self._where(),
             )
             return
+        self._send_now(proto, payload)
+
+    def _send_now(self, proto: CommsProtocol, payload: bytes) -> None:
         try:
-            proto.sendString(payload)
+            self._drain.write(proto, payload)
         except Exception:
-            _log.failure(
-                "sending to {address}:{port} failed",
-                address=self.address,
-                port=self.port,
-            )
+            self._window.release(len(payload) + 4)
+            _log.failure("sending to {where} failed", where=self._where())
 
     # -- callbacks --------------------------------------------------------
 
@@ -842,20 +1004,39 @@ class Client:
     # -- Twisted-level events (reactor thread) --------------------------------
 
     def _on_connect(self, factory: CommsClientFactory) -> None:
+        proto = factory.connection
+        assert proto is not None
+        self._received_bytes = 0
+        self._receive.attach(proto.pauseProducing, proto.resumeProducing)
+        self._window.reopen()
         self._connected = True
+        offline, self._offline = self._offline, collections.deque()
+        for payload in offline:
+            self._send_now(proto, payload)
         self._outbox.flush()
         self._events.put(self._connect_callbacks.fire, self, self)
 
     def _on_message(self, factory: CommsClientFactory, message: Any) -> None:
-        self._events.put(self._message_callbacks.fire, self, message)
+        proto = factory.connection
+        size = proto.bytesReceived - self._received_bytes if proto else 0
+        self._received_bytes += size
+        self._events.put(self._deliver, message, self._receive.queued(size))
+
+    def _deliver(self, message: Any, cumulative: int) -> None:
+        # Worker thread.
+        try:
+            self._message_callbacks.fire(self, message)
+        finally:
+            self._receive.handled(cumulative)
 
     def _on_close(self, factory: CommsClientFactory, reason: CloseReason) -> None:
         self._connected = False
         self._events.put(self._close_callbacks.fire, self, self)
         if not factory.continueTrying:
             # Not reconnecting: this client is closed for good.
+            self._window.close(f"the connection closed ({reason})")
             with self._lock:
                 was_open, self._open = self._open, False
             self._closed_event.set()
             if was_open:
-                self._loop.release(self)
+                _release(self._loop, self._pool, self)
