@@ -218,3 +218,16 @@ def test_binary_unsupported_types(value: object) -> None:
 def test_binary_decode_is_identity() -> None:
     payload = b"\xff\x00"
     assert BinaryCodec().decode(payload) is payload
+
+
+@pytest.mark.parametrize(
+    "value", ["a JSON string value", {"k": [1]}, [1, "x"], 3, None, "", "\u00e9"]
+)
+def test_json_encode_value_round_trips_every_decoded_value(value: object) -> None:
+    codec = JSONCodec()
+    assert codec.decode(codec.encode_value(value)) == value
+
+
+def test_encode_value_in_string_and_binary_modes_is_encode() -> None:
+    assert StringCodec().encode_value("hé") == "hé".encode()
+    assert BinaryCodec().encode_value(b"\x00") == b"\x00"

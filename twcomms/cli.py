@@ -1,8 +1,14 @@
 """
 The C{twcomms} command (also C{python -m twcomms}).
 
-C{twcomms serve --port 6000} runs a message hub in the foreground: every
-message a client sends is relayed to every other client.
+    twcomms serve [--port 6000] [hub options]        run a hub in the foreground
+    twcomms send HOST:PORT [MESSAGE | --file F | -]  send a message, a file, lines
+    twcomms listen HOST:PORT [--count N]             print messages as they arrive
+
+C{serve} takes exactly the options of C{twistd comms} (one definition:
+L{twcomms.service.Options}). Exit codes: 0 success; 1 the connection failed
+or closed before the work was done (one line on stderr says why); 2 a bad
+argument.
 
 Thread: runs the reactor on the main thread; not for import into programs
 that already run one.
@@ -11,87 +17,322 @@ that already run one.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, TextIO
 
-from twisted.internet.protocol import Factory
-from twisted.python.failure import Failure
+from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.python import usage
 
+from twcomms.client import CommsClientFactory
 from twcomms.codecs import DATA_TYPES
-from twcomms.errors import DecodeError
-from twcomms.framing import DEFAULT_MAX_MESSAGE_SIZE
+from twcomms.errors import CommsError
+from twcomms.framing import DEFAULT_MAX_MESSAGE_SIZE, frame_header
 from twcomms.protocol import CloseReason, CommsProtocol
 
 __all__ = ["main"]
 
+#: Exit codes.
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
 
-class _Hub(Factory):
+
+class _Failed(Exception):
     """
-    A minimal relay: every message goes to every other connection.
+    The command could not do its work; the message is the one line to print.
     """
 
-    def __init__(self, data_type: str, byte_order: str, max_size: int) -> None:
-        self.options = (data_type, byte_order, max_size)
-        self.connections: list[CommsProtocol] = []
 
-    def buildProtocol(self, addr: Any) -> CommsProtocol:
-        data_type, byte_order, max_size = self.options
-        return CommsProtocol(
-            _HubMember(self), data_type, byte_order, max_message_size=max_size
-        )
-
-
-class _HubMember:
-    def __init__(self, hub: _Hub) -> None:
-        self.hub = hub
-        self.proto: CommsProtocol | None = None
-
-    def startReceivingMessages(self, sender: CommsProtocol) -> None:
-        self.proto = sender
-        self.hub.connections.append(sender)
-
-    def messageReceived(self, message: Any) -> None:
-        for other in self.hub.connections:
-            if other is not self.proto:
-                other.sendMessage(message)
-
-    def messageDecodeFailed(self, error: DecodeError) -> None:
-        pass
-
-    def stopReceivingMessages(self, reason: CloseReason, failure: Failure) -> None:
-        self.hub.connections.remove(self.proto)  # type: ignore[arg-type]
+def _address(value: str) -> tuple[str, int]:
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {value!r}")
+    return host.strip("[]"), int(port)
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="twcomms", description="json, string and binary messages over TCP"
+        prog="twcomms",
+        description=(
+            "json, string and binary messages over TCP, wire-compatible with "
+            "Python Comms (4-byte length header, then the payload)."
+        ),
+        epilog=(
+            "Exit codes: 0 success, 1 connection failed or closed early, "
+            "2 bad arguments."
+        ),
     )
-    sub = parser.add_subparsers(dest="command", required=True)
-    serve = sub.add_parser("serve", help="run a message hub in the foreground")
-    serve.add_argument("--port", type=int, default=6000, help="TCP port (6000)")
-    serve.add_argument(
-        "--interface", default="0.0.0.0", help="address to listen on (all)"
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub.add_parser(
+        "serve",
+        help="run a message hub in the foreground (the options of 'twistd comms')",
+        add_help=False,
     )
-    serve.add_argument("--type", choices=DATA_TYPES, default="json")
-    serve.add_argument("--byte-order", choices=("little", "big"), default="little")
-    serve.add_argument("--max-message-size", type=int, default=DEFAULT_MAX_MESSAGE_SIZE)
+
+    def connection_options(p: argparse.ArgumentParser) -> None:
+        p.add_argument("address", type=_address, metavar="HOST:PORT")
+        p.add_argument("--type", "-t", choices=DATA_TYPES, default="json")
+        p.add_argument("--byte-order", choices=("little", "big"), default="little")
+        p.add_argument(
+            "--max-message-size",
+            type=int,
+            default=DEFAULT_MAX_MESSAGE_SIZE,
+            metavar="BYTES",
+        )
+        p.add_argument(
+            "--timeout", type=float, default=10.0, help="connect timeout, seconds"
+        )
+        p.add_argument("--tls", action="store_true", help="connect over TLS")
+        p.add_argument(
+            "--ca", metavar="PEM", help="CA certificate(s) to trust for --tls"
+        )
+        p.add_argument("--hostname", help="name the server certificate must carry")
+
+    send = sub.add_parser(
+        "send",
+        help="send one message, a file, or stdin lines",
+        description=(
+            "Send MESSAGE, or the contents of --file as one binary message, or "
+            "each line of standard input (MESSAGE '-') as a message."
+        ),
+    )
+    connection_options(send)
+    send.add_argument(
+        "message", nargs="?", help="the message; '-' reads lines from stdin"
+    )
+    send.add_argument(
+        "--file", "-f", metavar="PATH", help="send this file as one message"
+    )
+
+    listen = sub.add_parser(
+        "listen",
+        help="print each message as it arrives",
+        description=(
+            "Connect and print every message: JSON pretty-printed, text as is, "
+            "binary as its size and a hex preview."
+        ),
+    )
+    connection_options(listen)
+    listen.add_argument(
+        "--count", "-n", type=int, metavar="N", help="stop after N messages"
+    )
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    """
+    Run the command; return its exit code.
+    """
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    if args_list[:1] == ["serve"]:
+        return _serve(args_list[1:])
+    parser = _parser()
+    args = parser.parse_args(args_list)
+    if args.command == "send":
+        if (args.message is None) == (args.file is None):
+            parser.error("send takes a MESSAGE (or '-') or --file, not both or neither")
+        return _run(_send, args)
+    return _run(_listen, args)
+
+
+# -- serve ---------------------------------------------------------------------
+
+
+def _serve(argv: list[str]) -> int:
+    from twcomms.service import Options, makeService
+
+    options = Options()
+    try:
+        options.parseOptions(argv)
+    except usage.UsageError as e:
+        print(f"twcomms serve: {e}", file=sys.stderr)
+        print("Try 'twcomms serve --help'.", file=sys.stderr)
+        return EXIT_USAGE
     from twisted.internet import reactor as _reactor
     from twisted.logger import globalLogBeginner, textFileLogObserver
 
-    globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stderr)])
     reactor: Any = _reactor
-    hub = _Hub(args.type, args.byte_order, args.max_message_size)
-    port = reactor.listenTCP(args.port, hub, backlog=1024, interface=args.interface)
-    print(
-        f"twcomms hub listening on {port.getHost().host}:{port.getHost().port}",
-        file=sys.stderr,
-        flush=True,
-    )
+    service = makeService(options, reactor)
+    try:
+        service.startService()
+    except Exception as e:
+        print(f"twcomms serve: {e}", file=sys.stderr)
+        return EXIT_FAILED
+    globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stderr)])
+    reactor.addSystemEventTrigger("before", "shutdown", service.stopService)
     reactor.run()
-    return 0
+    return EXIT_OK
+
+
+# -- send and listen -----------------------------------------------------------
+
+
+def _run(command: Any, args: argparse.Namespace) -> int:
+    from twisted.internet import reactor as _reactor
+
+    reactor: Any = _reactor
+    outcome: list[int] = []
+
+    def finish(result: Any) -> None:
+        if isinstance(result, BaseException) or hasattr(result, "value"):
+            error = getattr(result, "value", result)
+            message = (
+                str(error)
+                if isinstance(error, (_Failed, CommsError, OSError))
+                else repr(error)
+            )
+            print(f"twcomms {args.command}: {message}", file=sys.stderr)
+            outcome.append(EXIT_FAILED)
+        else:
+            outcome.append(EXIT_OK)
+        reactor.stop()
+
+    def start() -> None:
+        d = ensureDeferred(command(reactor, args))
+        d.addCallbacks(finish, finish)
+
+    reactor.callWhenRunning(start)
+    reactor.run()
+    return outcome[0] if outcome else EXIT_FAILED
+
+
+async def _connect(
+    reactor: Any, args: argparse.Namespace, **kw: Any
+) -> CommsClientFactory:
+    client = CommsClientFactory(
+        args.type,
+        args.byte_order,
+        max_message_size=args.max_message_size,
+        reactor=reactor,
+        **kw,
+    )
+    host, port = args.address
+    if args.tls:
+        client.connectSSL(
+            host, port, trust_root=args.ca, hostname=args.hostname, timeout=args.timeout
+        )
+    else:
+        client.connectTCP(host, port, timeout=args.timeout)
+    try:
+        await client.whenConnected()
+    except CommsError as e:
+        raise _Failed(str(e)) from None
+    return client
+
+
+async def _send(reactor: Any, args: argparse.Namespace) -> None:
+    client = await _connect(reactor, args)
+    proto = client.connection
+    assert proto is not None
+    try:
+        if args.file is not None:
+            with open(args.file, "rb") as f:
+                data = f.read()
+            await _send_large(proto, data, args.byte_order, sys.stderr)
+        elif args.message == "-":
+            for line in sys.stdin:
+                proto.sendMessage(_as_message(line.rstrip("\r\n"), args.type))
+        else:
+            proto.sendMessage(_as_message(args.message, args.type))
+    except OSError as e:
+        raise _Failed(str(e)) from None
+    reason = await _close(client)
+    if reason not in (CloseReason.CLOSED, None):
+        raise _Failed(f"the connection closed before everything was sent ({reason})")
+
+
+def _as_message(text: str, data_type: str) -> Any:
+    """
+    Command-line text as a message: JSON text in json mode (validated by
+    the codec), text in string mode, its UTF-8 bytes in binary mode.
+    """
+    return text.encode() if data_type == "binary" else text
+
+
+async def _close(client: CommsClientFactory) -> CloseReason | None:
+    proto = client.connection
+    disconnected = client.whenDisconnected()
+    await client.stop()
+    return proto.closeReason if proto is not None else await disconnected
+
+
+async def _send_large(
+    proto: CommsProtocol, data: bytes, byte_order: str, err: TextIO
+) -> None:
+    """
+    Send C{data} as one binary message, in slices as the socket drains, with
+    a progress bar on a terminal. Nothing else writes on C{proto} meanwhile.
+    """
+    if len(data) > proto.MAX_LENGTH:
+        raise _Failed(
+            f"{len(data)} bytes is over the maximum message size of "
+            f"{proto.MAX_LENGTH}; raise --max-message-size (the receiver must "
+            f"accept it too)"
+        )
+    show = err.isatty() and len(data) >= 1 << 20
+    view = memoryview(data)
+    step = 1 << 20
+    proto.transport.write(frame_header(len(data), byte_order))
+    for offset in range(0, len(data), step):
+        proto.transport.write(bytes(view[offset : offset + step]))
+        if proto.writePaused:
+            await proto.whenDrained()
+        if show:
+            done = min(offset + step, len(data))
+            width = 40
+            filled = width * done // len(data)
+            err.write(
+                f"\r[{'#' * filled}{'.' * (width - filled)}] "
+                f"{done / (1 << 20):.1f}/{len(data) / (1 << 20):.1f} MiB"
+            )
+            err.flush()
+    if show:
+        err.write("\n")
+    proto.messagesSent += 1
+    proto.bytesSent += len(data)
+
+
+async def _listen(reactor: Any, args: argparse.Namespace) -> None:
+    done: Deferred[None] = Deferred()
+    count = [0]
+    out = sys.stdout
+
+    def on_message(client: CommsClientFactory, message: Any) -> None:
+        out.write(_render(message) + "\n")
+        out.flush()
+        count[0] += 1
+        if args.count is not None and count[0] >= args.count and not done.called:
+            done.callback(None)
+
+    def on_close(client: CommsClientFactory, reason: CloseReason) -> None:
+        if not done.called:
+            if args.count is None and reason is CloseReason.PEER_CLOSED:
+                done.callback(None)
+            else:
+                done.errback(
+                    _Failed(
+                        f"the connection closed ({reason}) after {count[0]} messages"
+                    )
+                )
+
+    client = await _connect(reactor, args, on_message=on_message, on_close=on_close)
+    if args.count == 0:
+        done.callback(None)
+    await done
+    await client.stop()
+
+
+def _render(message: Any) -> str:
+    if isinstance(message, bytes):
+        preview = message[:32].hex(" ")
+        more = " ..." if len(message) > 32 else ""
+        return f"<{len(message)} bytes> {preview}{more}"
+    if isinstance(message, str):
+        return message
+    return json.dumps(message, indent=2, ensure_ascii=False)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

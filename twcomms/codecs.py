@@ -70,6 +70,14 @@ class Codec(Protocol):
         @raise DecodeError: the payload is not valid for this data type.
         """
 
+    def encode_value(self, value: Any) -> bytes:
+        """
+        Encode a value as this codec decodes it, so that
+        C{decode(encode_value(v)) == v}: what a relay or an echo needs. It
+        differs from L{encode} only in json mode, where a C{str} is a JSON
+        string value here, not JSON text.
+        """
+
 
 def _to_bytes(message: Any) -> bytes | None:
     """
@@ -133,6 +141,9 @@ class JSONCodec:
             return raw
         return self._dumps(message)
 
+    def encode_value(self, value: Any) -> bytes:
+        return self._dumps(value)
+
     def _dumps(self, message: Any) -> bytes:
         try:
             text = _json_encode(message)
@@ -178,6 +189,9 @@ class StringCodec:
             "send a str; use messageDataType='json' for other values",
         )
 
+    def encode_value(self, value: Any) -> bytes:
+        return self.encode(value)
+
     def decode(self, payload: bytes) -> str:
         try:
             return payload.decode("utf-8")
@@ -206,6 +220,9 @@ class BinaryCodec:
             "send bytes, bytearray or memoryview; use "
             "messageDataType='json' for other values",
         )
+
+    def encode_value(self, value: Any) -> bytes:
+        return self.encode(value)
 
     def decode(self, payload: bytes) -> bytes:
         return payload

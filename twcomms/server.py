@@ -417,6 +417,7 @@ class CommsServerFactory(ServerFactory):
         self.on_decode_error: list[DecodeErrorCallback] = _callbacks(on_decode_error)
         self.ports: list[IListeningPort] = []
         self.rejected = 0
+        self._closedTotals = [0, 0, 0, 0]
         self._stopping = False
 
     @property
@@ -508,15 +509,19 @@ class CommsServerFactory(ServerFactory):
 
     # -- sending ----------------------------------------------------------
 
-    def encode(self, message: Any) -> Frame:
+    def encode(self, message: Any, *, as_value: bool = False) -> Frame:
         """
         Encode C{message} once into a L{Frame} that can be written to any
         number of this factory's clients (see L{ClientHandle.write_frame}).
 
+        @param as_value: C{message} is a decoded value to pass on (a relay,
+            an echo): in json mode a C{str} is then a JSON string, not JSON
+            text (see L{Codec.encode_value}).
         @raise EncodeError: the message cannot be encoded.
         @raise MessageTooLargeError: it is over the maximum message size.
         """
-        payload = self.codec.encode(message)
+        codec = self.codec
+        payload = codec.encode_value(message) if as_value else codec.encode(message)
         check_size(len(payload), self.max_message_size)
         return Frame(payload, self._structFormat)
 
@@ -524,6 +529,8 @@ class CommsServerFactory(ServerFactory):
         self,
         message: Any,
         exclude: Iterable[ClientHandle | str] | ClientHandle | str = (),
+        *,
+        as_value: bool = False,
     ) -> int:
         """
         Send C{message} to every connected client except C{exclude}. It is
@@ -531,11 +538,12 @@ class CommsServerFactory(ServerFactory):
         skipped and logged; the others still get it.
 
         @param exclude: a client, an id, or several.
+        @param as_value: see L{encode}.
         @return: how many clients it was written to.
         @raise EncodeError: the message cannot be encoded (nothing sent).
         @raise MessageTooLargeError: it is over the maximum message size.
         """
-        frame = self.encode(message)
+        frame = self.encode(message, as_value=as_value)
         if isinstance(exclude, (ClientHandle, str)):
             exclude = (exclude,)
         ids = {c.id if isinstance(c, ClientHandle) else c for c in exclude}
@@ -552,6 +560,20 @@ class CommsServerFactory(ServerFactory):
         if handle is None:
             raise ClientGoneError(client_id)
         handle.send(message)
+
+    def totals(self) -> tuple[int, int, int, int]:
+        """
+        Messages in, bytes in, messages out, bytes out, over every client
+        this factory has had (for stats; counted per connection, summed
+        here, so nothing is added per message).
+        """
+        m_in, b_in, m_out, b_out = self._closedTotals
+        for c in self.clients:
+            m_in += c.messages_in
+            b_in += c.bytes_in
+            m_out += c.messages_out
+            b_out += c.bytes_out
+        return m_in, b_in, m_out, b_out
 
     # -- events from the handles ----------------------------------------
 
@@ -609,6 +631,11 @@ class CommsServerFactory(ServerFactory):
         if not client._registered:
             return
         self.clients.remove(client)
+        totals = self._closedTotals
+        totals[0] += client.messages_in
+        totals[1] += client.bytes_in
+        totals[2] += client.messages_out
+        totals[3] += client.bytes_out
         _log.info(
             "client {id} ({address}:{port}) disconnected: {reason}",
             id=client.id,
