@@ -292,3 +292,32 @@ def test_tls_connect_uses_verified_options() -> None:
     assert (host, port, factory) == ("localhost", 6001, client)
     assert type(options).__name__ == "ClientTLSOptions"
     assert options._hostname == "localhost"
+
+
+def test_reconnecting_by_hand_without_auto_reconnect() -> None:
+    net = MemoryNetwork()
+    serve(net)
+    client, log, _ = make(net)
+    client.connectTCP("127.0.0.1", 6000)
+    net.flush()
+    net.break_connections()
+    assert results(client.whenStopped()) == [None]
+    connected = results(client.whenConnected())
+    assert isinstance(connected[0], Failure)
+    client.connectTCP("127.0.0.1", 6000)
+    again = results(client.whenConnected())  # asked before it completes
+    assert again == []
+    net.flush()
+    assert isinstance(again[0], CommsProtocol)
+    assert log == ["connect", "close:error", "connect"]
+
+
+def test_stop_while_the_first_attempt_is_in_flight() -> None:
+    net = MemoryNetwork()
+    server = serve(net)
+    client, log, _ = make(net, autoReconnect=True)
+    connector = client.connectTCP("127.0.0.1", 6000)
+    client.stop()
+    net.flush()
+    assert connector.state == "disconnected"
+    assert log == [] and len(server.clients) == 0

@@ -323,3 +323,15 @@ def test_stop_producing() -> None:
     r.stopProducing()
     assert r.paused
     assert r.transport.producerState == "stopped"
+
+
+def test_no_tcp_options_on_unix_sockets() -> None:
+    """
+    Twisted's UNIX transports provide ITCPTransport too; NODELAY means
+    nothing there (and older Twisted raises), so it is not set.
+    """
+    from twisted.internet.address import UNIXAddress
+
+    t = TCPStringTransport(hostAddress=UNIXAddress(b"/tmp/x.sock"))
+    connected(transport=t)
+    assert not t.noDelay and not t.keepAlive

@@ -14,7 +14,7 @@ from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.logger import capturedLogs
 from twisted.python.failure import Failure
 
-from tests.helpers import reference_frame, reference_parse
+from tests.helpers import TCPStringTransport, reference_frame, reference_parse
 from twcomms.client import CommsClientFactory
 from twcomms.errors import (
     ClientGoneError,
@@ -454,3 +454,34 @@ def test_registry_is_replaceable() -> None:
     assert len(registry) == 1
     server.broadcast([1])
     assert registry.broadcasts == [b"[1]"]
+
+
+def test_stop_fires_with_none_and_listen_again_serves_normally() -> None:
+    net, server, events, clients, _ = setup(1)
+    done: list[object] = []
+    server.stop().addCallback(done.append)
+    net.flush()
+    assert done == [None]
+    server.listen(6000)
+    late = CommsClientFactory(reactor=net.reactor)
+    late.connectTCP("127.0.0.1", 6000)
+    net.flush()
+    assert late.connected and len(server.clients) == 1
+
+
+def test_stop_aborts_connections_that_are_not_clients_yet() -> None:
+    from twisted.internet.interfaces import INegotiated
+    from zope.interface import directlyProvides
+
+    server = CommsServerFactory(reactor=MemoryReactorClock())
+    events = Events(server)
+    proto = server.buildProtocol(None)
+    t = TCPStringTransport()
+    directlyProvides(t, INegotiated)  # a TLS handshake that never completes
+    proto.makeConnection(t)
+    assert events.connected == []
+    done: list[object] = []
+    server.stop().addCallback(done.append)
+    assert t.disconnecting and proto.closeReason is CloseReason.SERVER_STOPPING
+    proto.connectionLost(Failure(ConnectionLost()))
+    assert done == [None] and events.closed == []

@@ -174,7 +174,9 @@ def test_stats_are_logged() -> None:
     from twisted.logger import capturedLogs
 
     net = MemoryNetwork()
-    service = makeService(parse("--port", "6000", "--stats-interval", "10"), net.reactor)
+    service = makeService(
+        parse("--port", "6000", "--stats-interval", "10"), net.reactor
+    )
     service.startService()
     client = CommsClientFactory(reactor=net.reactor)
     client.connectTCP("127.0.0.1", 6000)

@@ -261,6 +261,7 @@ class CommsClientFactory(ReconnectingClientFactory):
         Connect over TCP.
         """
         self.address = (host, port)
+        self._starting()
         return self.reactor.connectTCP(  # type: ignore[no-any-return]
             host, port, self, timeout, bindAddress
         )
@@ -294,6 +295,7 @@ class CommsClientFactory(ReconnectingClientFactory):
             client_certificate=client_certificate,
         )
         self.address = (host, port)
+        self._starting()
         return self.reactor.connectSSL(  # type: ignore[no-any-return]
             host, port, self, options, timeout
         )
@@ -303,9 +305,22 @@ class CommsClientFactory(ReconnectingClientFactory):
         Connect to a UNIX socket.
         """
         self.address = path
+        self._starting()
         return self.reactor.connectUNIX(  # type: ignore[no-any-return]
             path, self, timeout
         )
+
+    def startedConnecting(self, connector: IConnector) -> None:
+        # Known from the first attempt, so stop() can cancel it.
+        self.connector = connector
+
+    def _starting(self) -> None:
+        """
+        A connect* call: (re)arm the factory, even after an earlier stop or
+        a lost connection without autoReconnect.
+        """
+        self._stopped = False
+        self.continueTrying = 1 if self.autoReconnect else 0
 
     def buildProtocol(self, addr: Any) -> CommsProtocol:
         proto = CommsProtocol(
@@ -486,6 +501,10 @@ class CommsClientFactory(ReconnectingClientFactory):
     # -- events from the connection -------------------------------------
 
     def _connected(self, proto: CommsProtocol) -> None:
+        if self._stopped:
+            # Stopped while this attempt was completing: do not keep it.
+            proto.close(CloseReason.CLOSED)
+            return
         self.connection = proto
         self.resetDelay()
         self._lastFailure = None
@@ -499,6 +518,8 @@ class CommsClientFactory(ReconnectingClientFactory):
     def _disconnected(
         self, proto: CommsProtocol | None, reason: CloseReason, failure: Failure
     ) -> None:
+        if proto is not None and proto is not self.connection and self._stopped:
+            return  # an attempt that completed after stop(), closed by us
         if proto is None or proto is not self.connection:
             # Never became a connection (a TLS handshake failed).
             self.failures += 1
@@ -573,7 +594,14 @@ def client_tls_options(
         ) from e
     if isinstance(trust_root, str):
         with open(trust_root, "rb") as f:
-            trust_root = ssl.Certificate.loadPEM(f.read())
+            pem = f.read()
+        marker = b"-----BEGIN CERTIFICATE-----"
+        certificates = [
+            ssl.Certificate.loadPEM(marker + block) for block in pem.split(marker)[1:]
+        ]
+        if not certificates:
+            raise ValueError(f"no PEM certificate in trust_root {trust_root!r}")
+        trust_root = ssl.trustRootFromCertificates(certificates)
     if trust_root is None:
         trust_root = ssl.platformTrust()
     return ssl.optionsForClientTLS(

@@ -31,6 +31,7 @@ from __future__ import annotations
 import struct
 from typing import Any, Final, Literal
 
+from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.interfaces import ITCPTransport
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
@@ -178,7 +179,11 @@ class FrameReceiver(Protocol):
         keepalive (so a vanished peer is noticed eventually), then make the
         connection as usual.
         """
-        if ITCPTransport.providedBy(transport):
+        if ITCPTransport.providedBy(transport) and isinstance(
+            transport.getHost(), (IPv4Address, IPv6Address)
+        ):
+            # (Twisted's UNIX transports provide ITCPTransport too; the
+            # options mean nothing there and older Twisted raises.)
             transport.setTcpNoDelay(True)
             transport.setTcpKeepAlive(True)
         super().makeConnection(transport)  # type: ignore[no-untyped-call]

@@ -31,7 +31,7 @@ from collections.abc import Callable, Collection, Iterable, Iterator
 from typing import Any, Protocol
 
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
-from twisted.internet.defer import Deferred, DeferredList, gatherResults, succeed
+from twisted.internet.defer import Deferred, gatherResults, succeed
 from twisted.internet.endpoints import (
     TCP4ServerEndpoint,
     TCP6ServerEndpoint,
@@ -418,6 +418,8 @@ class CommsServerFactory(ServerFactory):
         self.ports: list[IListeningPort] = []
         self.rejected = 0
         self._closedTotals = [0, 0, 0, 0]
+        # Every connection until it is lost, clients or not (yet).
+        self._connections: set[CommsProtocol] = set()
         self._stopping = False
 
     @property
@@ -455,6 +457,8 @@ class CommsServerFactory(ServerFactory):
             clock=self.clock,
         )
         proto.factory = self
+        handle.protocol = proto
+        self._connections.add(proto)
         return proto
 
     # -- listening --------------------------------------------------------
@@ -466,7 +470,8 @@ class CommsServerFactory(ServerFactory):
         Start listening.
 
         @param where: a Twisted endpoint description (C{"tcp:6000"},
-            C{"tcp:6000:interface=127.0.0.1"}, C{"tls:6001:..."},
+            C{"tcp:6000:interface=127.0.0.1"},
+            C{"ssl:6001:privateKey=key.pem:certKey=cert.pem"},
             C{"unix:/tmp/comms.sock"}), a port number (all interfaces), an
             C{(address, port)} pair, or an endpoint. TCP listens with a
             backlog of L{DEFAULT_BACKLOG} unless the description sets one.
@@ -475,6 +480,7 @@ class CommsServerFactory(ServerFactory):
             failing (e.g. C{CannotListenError} for a port in use).
         """
         endpoint = server_endpoint(self.reactor, where)
+        self._stopping = False
         d: Deferred[IListeningPort] = endpoint.listen(self)
 
         def listening(port: IListeningPort) -> IListeningPort:
@@ -501,11 +507,17 @@ class CommsServerFactory(ServerFactory):
         self._stopping = True
         stopped = self.stop_listening()
         closing = []
-        for client in self.clients:
-            closing.append(client.when_closed())
-            if client.protocol is not None:
-                client.protocol.close(CloseReason.SERVER_STOPPING)
-        return DeferredList([stopped, *closing], consumeErrors=True)
+        for proto in list(self._connections):
+            handle: ClientHandle = proto.receiver  # type: ignore[assignment]
+            closing.append(handle.when_closed())
+            if handle._registered:
+                proto.close(CloseReason.SERVER_STOPPING)
+            else:
+                # Not a client yet (a TLS handshake in progress): nothing of
+                # ours to flush.
+                proto.abort(CloseReason.SERVER_STOPPING)
+        d = gatherResults([stopped, *closing], consumeErrors=True)
+        return d.addCallback(lambda _: None)
 
     # -- sending ----------------------------------------------------------
 
@@ -628,6 +640,8 @@ class CommsServerFactory(ServerFactory):
     def _clientDisconnected(
         self, client: ClientHandle, reason: CloseReason, failure: Failure
     ) -> None:
+        if client.protocol is not None:
+            self._connections.discard(client.protocol)
         if not client._registered:
             return
         self.clients.remove(client)
