@@ -45,7 +45,15 @@ from twcomms.server import (
     CommsServerFactory,
     LocalClientRegistry,
 )
-from twcomms.threaded import Client, ConnectedClient, ReactorThreadError, Server
+from twcomms.threaded import (
+    Client,
+    ConnectedClient,
+    FlowControl,
+    QueueFullError,
+    ReactorThreadError,
+    SendTimeoutError,
+    Server,
+)
 
 __all__ = [
     "DATA_TYPES",
@@ -65,6 +73,7 @@ __all__ = [
     "ConnectionClosedError",
     "DecodeError",
     "EncodeError",
+    "FlowControl",
     "Frame",
     "FrameReceiver",
     "GaveUpError",
@@ -75,7 +84,9 @@ __all__ = [
     "MessageSender",
     "MessageTooLargeError",
     "NotConnectedError",
+    "QueueFullError",
     "ReactorThreadError",
+    "SendTimeoutError",
     "Server",
     "SlowConsumerError",
     "SlowConsumerPolicy",
