@@ -15,9 +15,11 @@ Thread: every method may be called from any thread unless it says otherwise.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import logging
 import queue
 import signal
+import sys
 import threading
 import weakref
 from collections.abc import Callable
@@ -76,6 +78,7 @@ class EventLoop:
         self._open_changed = threading.Condition(self._lock)
         self._keepalive: threading.Thread | None = None
         self._atexit_registered = False
+        self._interrupt_hook_registered = False
         self._closables: weakref.WeakSet[Any] = weakref.WeakSet()
 
     # -- starting ---------------------------------------------------------
@@ -128,6 +131,20 @@ class EventLoop:
         """
         return self._started and threading.get_ident() == self._reactor_ident
 
+    def check_not_reactor_thread(self, what: str) -> None:
+        """
+        Raise L{ReactorThreadError} if the caller is the reactor thread,
+        where C{what} (a blocking call) would deadlock.
+        """
+        if self.in_reactor_thread():
+            raise ReactorThreadError(
+                f"{what} blocks until the reactor has done its work, and was "
+                f"called on the reactor thread, where it would deadlock. From "
+                f"a Twisted program use the Twisted API (CommsServerFactory, "
+                f"CommsClientFactory), or call it from another thread "
+                f"(twisted.internet.threads.deferToThread)."
+            )
+
     # -- calling into the reactor -----------------------------------------
 
     def call_soon(self, f: Callable[..., object], *args: Any) -> None:
@@ -154,14 +171,7 @@ class EventLoop:
             deadlock).
         """
         reactor = self.start()
-        if self.in_reactor_thread():
-            raise ReactorThreadError(
-                f"{what} blocks until the reactor has done its work, and was "
-                f"called on the reactor thread, where it would deadlock. From "
-                f"a Twisted program use the Twisted API (CommsServerFactory, "
-                f"CommsClientFactory), or call it from another thread "
-                f"(twisted.internet.threads.deferToThread)."
-            )
+        self.check_not_reactor_thread(what)
         results: queue.Queue[Any] = queue.Queue()
         pending: list[Deferred[Any]] = []
 
@@ -197,6 +207,9 @@ class EventLoop:
         """
         with self._lock:
             self._open.add(obj)
+            if not self._interrupt_hook_registered:
+                self._interrupt_hook_registered = True
+                _register_before_thread_join(self._close_if_interrupted)
             if self._keepalive is None or not self._keepalive.is_alive():
                 self._keepalive = threading.Thread(
                     target=self._keep_alive, name="twcomms-keepalive", daemon=False
@@ -248,6 +261,26 @@ class EventLoop:
 
     def _at_exit(self) -> None:
         self.close_all()
+
+    def _close_if_interrupted(self) -> None:
+        # Runs when the main script has ended, before the interpreter waits
+        # for non-daemon threads (ours keeps the process alive). If the
+        # script ended with Ctrl-C (an uncaught KeyboardInterrupt), close
+        # everything instead of waiting for a second Ctrl-C.
+        if isinstance(getattr(sys, "last_value", None), KeyboardInterrupt):
+            self.close_all()
+
+
+def _register_before_thread_join(hook: Callable[[], None]) -> None:
+    """
+    Call C{hook} at interpreter shutdown before non-daemon threads are
+    joined (C{atexit} runs after). Uses C{threading._register_atexit}, the
+    hook C{concurrent.futures} uses; without it, nothing is registered.
+    """
+    register = getattr(threading, "_register_atexit", None)
+    if register is not None:
+        with contextlib.suppress(RuntimeError):  # already shutting down
+            register(hook)
 
 
 def _install_sigint_handler(loop: EventLoop) -> None:

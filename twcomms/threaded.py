@@ -254,7 +254,11 @@ class ConnectedClient:
         payload = factory.codec.encode(message)
         check_size(len(payload), factory.max_message_size)
         try:
-            self._window.acquire(len(payload) + 4, self._describe)
+            if server._loop.in_reactor_thread():
+                # Never wait on the reactor thread: it drains the window.
+                self._window.add(len(payload) + 4)
+            else:
+                self._window.acquire(len(payload) + 4, self._describe)
         except ConnectionClosedError:
             raise ClientGoneError(self.id) from None
         server._outbox.put((self, payload))
@@ -395,6 +399,7 @@ class Server:
             if self._started:
                 return
         reactor = self._loop.start()
+        self._loop.check_not_reactor_thread("Server.start()")
         self._factory.reactor = reactor
         self._factory._stopping = False
         where: Any = (
@@ -416,19 +421,32 @@ class Server:
     def stop(self, timeout: float | None = 10.0) -> None:
         """
         Stop listening and close every client, after what was sent before
-        this call is written. Returns once they are closed (or after
-        C{timeout} seconds). Stopping twice does nothing.
+        this call is written. Returns once they are closed; a client that
+        has not taken it all within C{timeout} seconds is aborted (the rest
+        is discarded, with a warning). Stopping twice does nothing.
 
         @raise ReactorThreadError: called on the reactor thread.
         """
+        self._loop.check_not_reactor_thread("Server.stop()")
         with self._lock:
             if not self._started:
                 return
             self._started = False
         try:
-            self._loop.call(
-                self._stop_in_reactor, timeout=timeout, what="Server.stop()"
-            )
+            try:
+                self._loop.call(
+                    self._stop_in_reactor, timeout=timeout, what="Server.stop()"
+                )
+            except TimeoutError:
+                _log.warn(
+                    "Server.stop(): clients did not take what was sent to them "
+                    "within {timeout} seconds; aborting their connections (the "
+                    "rest is discarded)",
+                    timeout=timeout,
+                )
+                self._loop.call(
+                    self._abort_in_reactor, timeout=5.0, what="Server.stop()"
+                )
         finally:
             self._stopped.set()
             _release(self._loop, self._pool, self)
@@ -436,6 +454,10 @@ class Server:
     def _stop_in_reactor(self) -> Any:
         self._outbox.flush()
         return self._factory.stop()
+
+    def _abort_in_reactor(self) -> None:
+        for proto in list(self._factory._connections):
+            proto.abort(CloseReason.SERVER_STOPPING)
 
     def _at_exit(self) -> None:
         if self._started and not self._loop.in_reactor_thread():
@@ -730,6 +752,7 @@ class Client:
         self._message_callbacks = _Callbacks("onmessage")
         self._lock = threading.Lock()
         self._open = False
+        self._closed_why = "closed"
         self._connected = False
         self._closed_event = threading.Event()
         self._closed_event.set()
@@ -773,9 +796,12 @@ class Client:
             trying.
         @raise ReactorThreadError: called on the reactor thread with C{wait}.
         """
+        if wait:
+            self._loop.check_not_reactor_thread("Client.connect()")
         with self._lock:
             already = self._open
             self._open = True
+            self._closed_why = "closed"
             self._closed_event.clear()
         if already:
             if wait and not self._connected:
@@ -827,6 +853,12 @@ class Client:
             )
         else:
             factory.connectTCP(self.address, self.port)
+        # Gave up (refused without autoReconnect, max_retries used up, TLS
+        # rejected): the client is closed for good, even if it never
+        # connected. (Asked after connecting, which re-arms the factory.)
+        factory.whenStopped().addCallback(
+            lambda _: self._closed_for_good("the client stopped trying to connect")
+        )
 
     def _give_up(self) -> None:
         with self._lock:
@@ -842,19 +874,36 @@ class Client:
     def close(self, timeout: float | None = 10.0) -> None:
         """
         Stop reconnecting and close the connection after what was sent
-        before this call is written. Returns once closed. Sending afterwards
+        before this call is written. Returns once closed; if the server has
+        not taken it all within C{timeout} seconds, the connection is
+        aborted (the rest is discarded, with a warning). Sending afterwards
         raises L{ConnectionClosedError}. Closing twice does nothing.
 
         @raise ReactorThreadError: called on the reactor thread.
         """
+        self._loop.check_not_reactor_thread("Client.close()")
         with self._lock:
             if not self._open:
                 return
             self._open = False
+            self._closed_why = "closed"
+        self._window.close("the client was closed")
         try:
-            self._loop.call(
-                self._close_in_reactor, timeout=timeout, what="Client.close()"
-            )
+            try:
+                self._loop.call(
+                    self._close_in_reactor, timeout=timeout, what="Client.close()"
+                )
+            except TimeoutError:
+                _log.warn(
+                    "Client.close(): {where} did not take what was sent within "
+                    "{timeout} seconds; aborting the connection (the rest is "
+                    "discarded)",
+                    where=self._where(),
+                    timeout=timeout,
+                )
+                self._loop.call(
+                    self._abort_in_reactor, timeout=5.0, what="Client.close()"
+                )
         finally:
             self._closed_event.set()
             _release(self._loop, self._pool, self)
@@ -870,6 +919,12 @@ class Client:
             )
             self._offline.clear()
         return self._factory.stop()
+
+    def _abort_in_reactor(self) -> Any:
+        proto = self._factory.connection
+        if proto is not None:
+            proto.abort(CloseReason.CLOSED)
+        return self._factory.whenStopped()
 
     def _at_exit(self) -> None:
         if self._open and not self._loop.in_reactor_thread():
@@ -913,12 +968,15 @@ class Client:
         """
         if not self._open:
             raise ConnectionClosedError(
-                f"client to {self._where()} is closed; nothing was sent"
+                f"client to {self._where()}: {self._closed_why}; nothing was sent"
             )
         payload = self._factory.codec.encode(message)
         check_size(len(payload), self._factory.max_message_size)
         size = len(payload) + 4
-        if self._connected:
+        if self._loop.in_reactor_thread():
+            # Never wait on the reactor thread: it is what drains the window.
+            self._window.add(size)
+        elif self._connected:
             self._window.acquire(size, self._where)
         elif self.autoReconnect:
             flow = self._flow
@@ -1033,10 +1091,15 @@ class Client:
         self._connected = False
         self._events.put(self._close_callbacks.fire, self, self)
         if not factory.continueTrying:
-            # Not reconnecting: this client is closed for good.
-            self._window.close(f"the connection closed ({reason})")
-            with self._lock:
-                was_open, self._open = self._open, False
-            self._closed_event.set()
+            self._closed_for_good(f"the connection closed ({reason})")
+
+    def _closed_for_good(self, why: str) -> None:
+        # Reactor thread: not reconnecting any more.
+        with self._lock:
+            was_open, self._open = self._open, False
             if was_open:
-                _release(self._loop, self._pool, self)
+                self._closed_why = why
+        if was_open:
+            self._window.close(why)
+            self._closed_event.set()
+            _release(self._loop, self._pool, self)

@@ -285,3 +285,78 @@ def test_raw_original_peer_reads_what_we_send(closing: list[Any]) -> None:
         data += chunk
     (n,) = struct.unpack("<I", data[:4])
     assert json.loads(data[4 : 4 + n]) == {"last": True}
+
+
+def test_close_wakes_a_sender_blocked_on_a_peer_that_never_reads(
+    closing: list[Any],
+) -> None:
+    listener = socket.create_server(("127.0.0.1", 0))
+    closing.append(listener)
+    accepted: list[socket.socket] = []
+    t = threading.Thread(target=lambda: accepted.append(listener.accept()[0]))
+    t.start()
+    client = Client(
+        "127.0.0.1",
+        listener.getsockname()[1],
+        messageDataType="binary",
+        flow=FlowControl(
+            send_high_water=1 << 20, send_low_water=1 << 18, send_timeout=WAIT
+        ),
+    )
+    client.connect()
+    t.join(WAIT)
+    closing.extend(accepted)
+    outcome: list[BaseException] = []
+    blocked = threading.Event()
+
+    def sender() -> None:
+        try:
+            for _ in range(10_000):
+                if client._window._blocked:
+                    blocked.set()
+                client.send(b"x" * 65536)
+        except BaseException as e:
+            outcome.append(e)
+
+    s = threading.Thread(target=sender)
+    s.start()
+    assert blocked.wait(WAIT)
+    started = time.monotonic()
+    client.close(timeout=2)
+    s.join(WAIT)
+    assert outcome and isinstance(outcome[0], ConnectionError)
+    assert time.monotonic() - started < WAIT
+
+
+def test_close_with_a_peer_that_never_reads_aborts_after_the_timeout(
+    closing: list[Any],
+) -> None:
+    listener = socket.create_server(("127.0.0.1", 0))
+    closing.append(listener)
+    accepted: list[socket.socket] = []
+    t = threading.Thread(target=lambda: accepted.append(listener.accept()[0]))
+    t.start()
+    client = Client(
+        "127.0.0.1",
+        listener.getsockname()[1],
+        messageDataType="binary",
+        flow=FlowControl(send_high_water=64 << 20, send_low_water=1 << 20),
+    )
+    client.connect()
+    t.join(WAIT)
+    closing.extend(accepted)
+    for _ in range(32):
+        client.send(b"x" * (1 << 20))  # far more than the kernel buffers
+    started = time.monotonic()
+    client.close(timeout=0.5)
+    assert time.monotonic() - started < 5.5
+    assert not client.connected and client.wait(0)
+    (peer,) = accepted
+    peer.settimeout(WAIT)
+    received = 0
+    try:
+        while chunk := peer.recv(1 << 20):
+            received += len(chunk)
+    except ConnectionResetError:
+        pass
+    assert received < 32 << 20  # aborted: the rest was discarded
