@@ -26,8 +26,8 @@ from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.python import usage
 
 from twcomms.client import CommsClientFactory
-from twcomms.codecs import DATA_TYPES
-from twcomms.errors import CommsError
+from twcomms.codecs import DATA_TYPES, get_codec
+from twcomms.errors import CommsError, InvalidJSONError
 from twcomms.framing import DEFAULT_MAX_MESSAGE_SIZE, frame_header
 from twcomms.protocol import CloseReason, CommsProtocol
 
@@ -49,7 +49,15 @@ def _address(value: str) -> tuple[str, int]:
     host, sep, port = value.rpartition(":")
     if not sep or not host or not port.isdigit():
         raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {value!r}")
+    if not 0 < int(port) <= 65535:
+        raise argparse.ArgumentTypeError(f"port must be 1-65535, got {port}")
     return host.strip("[]"), int(port)
+
+
+def _count(value: str) -> int:
+    if not value.isdigit():
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {value!r}")
+    return int(value)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -116,7 +124,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     connection_options(listen)
     listen.add_argument(
-        "--count", "-n", type=int, metavar="N", help="stop after N messages"
+        "--count", "-n", type=_count, metavar="N", help="stop after N messages"
     )
     return parser
 
@@ -129,12 +137,38 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args_list[:1] == ["serve"]:
         return _serve(args_list[1:])
     parser = _parser()
-    args = parser.parse_args(args_list)
+    if args_list[:1] in (["send"], ["listen"]):
+        # Options may come between HOST:PORT and MESSAGE: parse the
+        # subcommand's arguments intermixed (argparse cannot do that
+        # through subparsers).
+        sub = _subparser(parser, args_list[0])
+        args = sub.parse_intermixed_args(args_list[1:])
+        args.command = args_list[0]
+    else:
+        args = parser.parse_args(args_list)
     if args.command == "send":
         if (args.message is None) == (args.file is None):
-            parser.error("send takes a MESSAGE (or '-') or --file, not both or neither")
+            sub.error("send takes a MESSAGE (or '-') or --file, not both or neither")
+        if args.message not in (None, "-"):
+            try:
+                get_codec(args.type).encode(_as_message(args.message, args.type))
+            except InvalidJSONError as e:
+                cause = e.__cause__ or e
+                sub.error(
+                    f"MESSAGE is not valid JSON ({cause}); write JSON (a text "
+                    f"is '\"text\"'), or use --type string"
+                )
+            except CommsError as e:
+                sub.error(str(e))
         return _run(_send, args)
     return _run(_listen, args)
+
+
+def _subparser(parser: argparse.ArgumentParser, name: str) -> argparse.ArgumentParser:
+    for action in parser._subparsers._group_actions:  # type: ignore[union-attr]
+        if isinstance(action, argparse._SubParsersAction):
+            return action.choices[name]  # type: ignore[no-any-return]
+    raise KeyError(name)  # pragma: no cover
 
 
 # -- serve ---------------------------------------------------------------------
@@ -144,6 +178,7 @@ def _serve(argv: list[str]) -> int:
     from twcomms.service import Options, makeService
 
     options = Options()
+    options.synopsis = "Usage: twcomms serve [options]"
     try:
         options.parseOptions(argv)
     except usage.UsageError as e:
@@ -174,8 +209,15 @@ def _run(command: Any, args: argparse.Namespace) -> int:
 
     reactor: Any = _reactor
     outcome: list[int] = []
+    interrupted: list[bool] = []
+    # Ctrl-C or SIGTERM: the user asked us to stop; that is a normal end.
+    reactor.addSystemEventTrigger(
+        "before", "shutdown", lambda: interrupted.append(True)
+    )
 
     def finish(result: Any) -> None:
+        if interrupted:
+            return
         if isinstance(result, BaseException) or hasattr(result, "value"):
             error = getattr(result, "value", result)
             message = (
@@ -195,7 +237,9 @@ def _run(command: Any, args: argparse.Namespace) -> int:
 
     reactor.callWhenRunning(start)
     reactor.run()
-    return outcome[0] if outcome else EXIT_FAILED
+    if outcome:
+        return outcome[0]
+    return EXIT_OK if interrupted else EXIT_FAILED
 
 
 async def _connect(

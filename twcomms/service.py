@@ -58,6 +58,8 @@ def _count(option: str) -> Callable[[str], int]:
             raise ValueError(f"{option} takes a whole number, not {value!r}") from None
         if n < 0:
             raise ValueError(f"{option} must be >= 0, not {n}")
+        if option == "--port" and n > 65535:
+            raise ValueError(f"--port must be 0-65535, not {n}")
         return n
 
     coerce.coerceDoc = "A whole number >= 0."  # type: ignore[attr-defined]
@@ -96,7 +98,7 @@ class Options(usage.Options):
     )
 
     optParameters = [
-        ["port", "p", None, "TCP port to listen on, on --interface.", _count("--port")],
+        ["port", "p", None, "TCP port to listen on, on --interface", _count("--port")],
         ["interface", "i", "", "Interface for --port (default: all IPv4)."],
         [
             "type",
@@ -109,21 +111,21 @@ class Options(usage.Options):
             "max-message-size",
             None,
             DEFAULT_MAX_MESSAGE_SIZE,
-            "Largest message accepted or sent, in bytes.",
+            "Largest message accepted or sent, in bytes",
             _count("--max-message-size"),
         ],
         [
             "max-clients",
             None,
             None,
-            "Close connections beyond this many (default: no limit).",
+            "Close connections beyond this many (default: no limit)",
             _count("--max-clients"),
         ],
         [
             "idle-timeout",
             None,
             None,
-            "Close clients silent for this many seconds (default: never).",
+            "Close clients silent for this many seconds (default: never)",
             _seconds("--idle-timeout"),
         ],
         [
@@ -131,7 +133,7 @@ class Options(usage.Options):
             None,
             None,
             "Bytes that may queue to a client that does not read before it is "
-            "closed as a slow consumer (default: max-message-size + 1 MiB).",
+            "closed as a slow consumer (default: max-message-size + 1 MiB)",
             _count("--outbound-limit"),
         ],
         ["mode", "m", "broadcast", f"What to do with messages: {', '.join(MODES)}."],
@@ -139,7 +141,7 @@ class Options(usage.Options):
             "stats-interval",
             None,
             60.0,
-            "Seconds between one-line stats logs; 0 turns them off.",
+            "Seconds between one-line stats logs; 0 turns them off",
             _seconds("--stats-interval"),
         ],
         [
