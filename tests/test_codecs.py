@@ -231,3 +231,26 @@ def test_json_encode_value_round_trips_every_decoded_value(value: object) -> Non
 def test_encode_value_in_string_and_binary_modes_is_encode() -> None:
     assert StringCodec().encode_value("hé") == "hé".encode()
     assert BinaryCodec().encode_value(b"\x00") == b"\x00"
+
+
+@given(
+    json_values,
+    st.sampled_from(["", " ", "\n", " \t\r\n"]),
+    st.sampled_from(["", " ", "\n\n"]),
+)
+def test_json_decode_fast_path_equals_json_loads(
+    value: object, before: str, after: str
+) -> None:
+    text = before + json.dumps(value) + after
+    assert JSONCodec().decode(text.encode()) == json.loads(text)
+
+
+@pytest.mark.parametrize(
+    "text", ["1 2", "[1] x", " ", "{} {}", "\u00a0[1]", "[1]\u00a0"]
+)
+def test_json_decode_fast_path_errors_like_json_loads(text: str) -> None:
+    with pytest.raises(json.JSONDecodeError) as expected:
+        json.loads(text)
+    with pytest.raises(DecodeError) as got:
+        JSONCodec().decode(text.encode())
+    assert str(expected.value) in str(got.value)

@@ -24,6 +24,7 @@ any thread may use one.
 from __future__ import annotations
 
 import json
+import json.scanner
 from typing import Any, Final, Literal, Protocol
 
 from twcomms.errors import DecodeError, InvalidJSONError, UnsupportedTypeError
@@ -42,6 +43,24 @@ DataType = Literal["json", "string", "binary"]
 
 _json_encode = json.JSONEncoder().encode
 _json_decode = json.JSONDecoder().decode
+# The C scanner json.loads uses, called directly: JSONDecoder.decode adds two
+# whitespace regex matches per call, a third of the time for small messages.
+_scan_once = json.scanner.make_scanner(json.JSONDecoder())  # type: ignore[arg-type]
+
+
+def _loads(text: str) -> Any:
+    """
+    C{json.loads(text)}, faster for the common case (no surrounding white
+    space); anything unusual takes C{json.loads}'s own path, so values and
+    errors are exactly its.
+    """
+    try:
+        value, end = _scan_once(text, 0)
+    except StopIteration:
+        return _json_decode(text)
+    if end != len(text) and text[end:].strip(" \t\n\r"):
+        return _json_decode(text)
+    return value
 
 
 class Codec(Protocol):
@@ -159,7 +178,7 @@ class JSONCodec:
 
     def decode(self, payload: bytes) -> Any:
         try:
-            return _json_decode(payload.decode("utf-8"))
+            return _loads(payload.decode("utf-8"))
         except UnicodeDecodeError as e:
             raise DecodeError(payload, self.name, f"invalid UTF-8: {e}") from e
         except ValueError as e:

@@ -17,6 +17,7 @@ Thread: the reactor thread only.
 from __future__ import annotations
 
 import enum
+import struct
 from typing import Any, Protocol
 
 from twisted.internet.defer import Deferred, fail, succeed
@@ -39,6 +40,7 @@ from twcomms.errors import (
     SlowConsumerError,
 )
 from twcomms.framing import (
+    _JOIN_LIMIT,
     DEFAULT_MAX_MESSAGE_SIZE,
     MAX_FRAME_PAYLOAD,
     Frame,
@@ -289,10 +291,12 @@ class CommsProtocol(FrameReceiver):
         @param clock: the clock for the idle timeout (default: the reactor).
         """
         self.receiver = receiver
+        self._messageReceived = receiver.messageReceived
         self.codec = get_codec(messageDataType)
         self._decode = self.codec.decode
         self._encode = self.codec.encode
         self.structFormat = struct_format(byteOrder)
+        self._packHeader = struct.Struct(self.structFormat).pack
         self.MAX_LENGTH = validate_max_message_size(max_message_size)
         self.outboundLimit = validate_outbound_limit(outbound_limit, self.MAX_LENGTH)
         self.slowConsumerPolicy = SlowConsumerPolicy(slow_consumer_policy)
@@ -409,7 +413,7 @@ class CommsProtocol(FrameReceiver):
             )
             self.receiver.messageDecodeFailed(e)
             return
-        self.receiver.messageReceived(message)
+        self._messageReceived(message)
 
     def lengthLimitExceeded(self, length: int) -> None:
         self._markClosing(CloseReason.OVERSIZE)
@@ -453,9 +457,15 @@ class CommsProtocol(FrameReceiver):
         @raise SlowConsumerError: the peer's outbound limit would be exceeded.
         """
         length = len(string)
-        check_size(length, self.MAX_LENGTH)
+        if length > self.MAX_LENGTH:
+            check_size(length, self.MAX_LENGTH)  # raises, with the message
         self._admit(length + 4)
-        super().sendString(string)
+        # FrameReceiver.sendString, inlined: this is the per-message path.
+        header = self._packHeader(length)
+        if length <= _JOIN_LIMIT:
+            self.transport.write(header + string)
+        else:
+            self.transport.writeSequence((header, string))
         self.messagesSent += 1
         self.bytesSent += length
 

@@ -222,7 +222,17 @@ class ClientHandle:
         self.factory._clientConnected(self)
 
     def messageReceived(self, message: Any) -> None:
-        self.factory._messageReceived(self, message)
+        if not self._registered:
+            return
+        for f in self.factory.on_message:
+            try:
+                f(self, message)
+            except Exception:
+                _log.failure(
+                    "on_message callback {callback!r} raised for a message from {id}",
+                    callback=f,
+                    id=self.id,
+                )
 
     def messageDecodeFailed(self, error: DecodeError) -> None:
         self.factory._decodeFailed(self, error)
@@ -617,19 +627,6 @@ class CommsServerFactory(ServerFactory):
         )
         for f in self.on_connect:
             _call(f, "on_connect", client)
-
-    def _messageReceived(self, client: ClientHandle, message: Any) -> None:
-        if not client._registered:
-            return
-        for f in self.on_message:
-            try:
-                f(client, message)
-            except Exception:
-                _log.failure(
-                    "on_message callback {callback!r} raised for a message from {id}",
-                    callback=f,
-                    id=client.id,
-                )
 
     def _decodeFailed(self, client: ClientHandle, error: DecodeError) -> None:
         if not client._registered:

@@ -159,25 +159,28 @@ class _Callbacks:
     def __init__(self, event: str) -> None:
         self.event = event
         self._lock = threading.Lock()
-        self._entries: list[tuple[Callable[..., object], bool]] = []
+        # Replaced, never mutated, so fire() reads it without a lock.
+        self._entries: tuple[tuple[Callable[..., object], bool], ...] = ()
 
     def add(self, f: Callable[..., object], with_sender: bool = False) -> None:
         if not callable(f):
             raise TypeError(f"{self.event} callback must be callable, not {f!r}")
         with self._lock:
-            self._entries.append((f, with_sender))
+            self._entries = (*self._entries, (f, with_sender))
 
     def remove(self, f: Callable[..., object] | None, index: int) -> bool:
         with self._lock:
-            return _remove_callback(self._entries, f, index)
+            entries = list(self._entries)
+            removed = _remove_callback(entries, f, index)
+            self._entries = tuple(entries)
+            return removed
 
     def fire(self, sender: Any, *args: Any) -> None:
         """
         Call every callback: C{f(*args)}, or C{f(sender, *args)} for those
         added C{with_sender}. Worker thread.
         """
-        with self._lock:
-            entries = list(self._entries)
+        entries = self._entries
         for f, with_sender in entries:
             try:
                 if with_sender:
