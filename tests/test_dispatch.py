@@ -173,3 +173,62 @@ def test_retiring_idle_workers_never_strands_a_job() -> None:
         ran = threading.Event()
         SerialQueue(pool).put(ran.set)
         assert ran.wait(WAIT)
+
+
+def _race_once() -> None:
+    q = SerialQueue(WorkerPool())
+    seen: list[tuple[int, int]] = []
+    done = threading.Event()
+    total = 4 * 5000
+
+    def record(t: int, i: int) -> None:
+        seen.append((t, i))
+        if len(seen) == total:
+            done.set()
+
+    def producer(t: int) -> None:
+        for i in range(5000):
+            q.put(record, t, i)
+
+    threads = [threading.Thread(target=producer, args=(t,)) for t in range(4)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(WAIT)
+    assert done.wait(WAIT), len(seen)
+    assert q.wait_idle(WAIT)
+    for t in range(4):
+        assert [i for tt, i in seen if tt == t] == list(range(5000))
+
+
+def test_serial_queue_loses_nothing_under_racing_producers() -> None:
+    """
+    put() skips the lock while a drain is running; the drain re-checks
+    after it stops, so an item put at that moment is never stranded.
+    """
+    for _ in range(5):
+        _race_once()
+
+
+def test_an_item_put_as_the_drain_stops_is_still_run() -> None:
+    """
+    The exact interleaving: a put() saw the drain still scheduled (so it did
+    not schedule one) and appended just after the drain found the queue
+    empty. The drain's re-check must run it.
+    """
+    q = SerialQueue(WorkerPool())
+    ran = threading.Event()
+    appended: list[bool] = []
+
+    class Interleave(threading.Condition):
+        def notify_all(self) -> None:
+            super().notify_all()
+            if not appended:
+                appended.append(True)
+                q._items.append((ran.set, ()))
+
+    q._idle = Interleave(q._lock)
+    q._scheduled = True  # as if a drain were running
+    q._drain()
+    assert ran.is_set()
+    assert not q._scheduled

@@ -152,6 +152,10 @@ class SerialQueue:
         Queue C{f(*args)}. Any thread.
         """
         self._items.append((f, args))
+        if self._scheduled:
+            # A drain is running or queued: it will take this item (see the
+            # re-check at the end of _drain). No lock on the common path.
+            return
         with self._lock:
             if self._scheduled:
                 return
@@ -164,7 +168,9 @@ class SerialQueue:
         from a call run by this queue (it would wait for itself).
         """
         with self._lock:
-            return self._idle.wait_for(lambda: not self._scheduled, timeout)
+            return self._idle.wait_for(
+                lambda: not self._scheduled and not self._items, timeout
+            )
 
     def _drain(self) -> None:
         items = self._items
@@ -174,11 +180,18 @@ class SerialQueue:
                 f, args = items.popleft()
             except IndexError:
                 with self._lock:
-                    if not items:
-                        self._scheduled = False
-                        self._idle.notify_all()
-                        return
-                continue
+                    if items:
+                        continue
+                    self._scheduled = False
+                    self._idle.notify_all()
+                # A put() that saw _scheduled still True before we cleared
+                # it returned without scheduling: take its item ourselves.
+                if items:
+                    with self._lock:
+                        if not self._scheduled:
+                            self._scheduled = True
+                            continue
+                return
             try:
                 f(*args)
             except Exception:
@@ -218,6 +231,10 @@ class Outbox:
         Queue C{item} for writing. Any thread; never waits for the reactor.
         """
         self._items.append(item)
+        if self._scheduled:
+            # A flush is scheduled and has not started (it clears the flag
+            # before draining): it will write this item. No lock here.
+            return
         with self._lock:
             if self._scheduled:
                 return
