@@ -39,17 +39,15 @@ from twisted.internet.protocol import Factory, ReconnectingClientFactory
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from twcomms.codecs import Codec, get_codec
+from twcomms.codecs import Codec
 from twcomms.errors import DecodeError, NotConnectedError
 from twcomms.framing import DEFAULT_MAX_MESSAGE_SIZE
 from twcomms.protocol import (
     CloseReason,
     CommsProtocol,
+    ConnectionOptions,
     SlowConsumerPolicy,
     default_reactor,
-    validate_max_message_size,
-    validate_outbound_limit,
-    validate_timeout,
 )
 from twcomms.server import _call, _callbacks
 
@@ -108,7 +106,7 @@ class _ClientConnection:
         self.factory._disconnected(self.protocol, reason, failure)
 
 
-class CommsClientFactory(ReconnectingClientFactory):
+class CommsClientFactory(ReconnectingClientFactory, ConnectionOptions):
     """
     Connects to a twcomms (or original Python Comms) server and, with
     C{autoReconnect}, reconnects with exponential back-off.
@@ -182,17 +180,14 @@ class CommsClientFactory(ReconnectingClientFactory):
             delays; default the global reactor.
         @param rng: the random generator for jitter (seed one in tests).
         """
-        self.codec = get_codec(messageDataType)
-        self.byteOrder = byteOrder
-        self.max_message_size = validate_max_message_size(max_message_size)
-        self.idle_timeout = validate_timeout(idle_timeout, "idle_timeout")
-        self.outbound_limit = validate_outbound_limit(
-            self.max_message_size + 1024 * 1024
-            if outbound_limit is None
-            else outbound_limit,
-            self.max_message_size,
+        self._setConnectionOptions(
+            messageDataType,
+            byteOrder,
+            max_message_size,
+            idle_timeout,
+            outbound_limit,
+            slow_consumer_policy,
         )
-        self.slow_consumer_policy = SlowConsumerPolicy(slow_consumer_policy)
         if not 0 <= initial_delay <= max_delay:
             raise ValueError(
                 "need 0 <= initial_delay <= max_delay, got "
@@ -323,16 +318,7 @@ class CommsClientFactory(ReconnectingClientFactory):
         self.continueTrying = 1 if self.autoReconnect else 0
 
     def buildProtocol(self, addr: Any) -> CommsProtocol:
-        proto = CommsProtocol(
-            _ClientConnection(self),
-            self.codec,
-            self.byteOrder,
-            max_message_size=self.max_message_size,
-            idle_timeout=self.idle_timeout,
-            outbound_limit=self.outbound_limit,
-            slow_consumer_policy=self.slow_consumer_policy,
-            clock=self.reactor,
-        )
+        proto = self._buildCommsProtocol(_ClientConnection(self), self.reactor)
         proto.factory = self
         return proto
 

@@ -51,8 +51,10 @@ from twcomms.framing import (
 )
 
 __all__ = [
+    "DEFAULT_OUTBOUND_HEADROOM",
     "CloseReason",
     "CommsProtocol",
+    "ConnectionOptions",
     "MessageReceiver",
     "MessageSender",
     "SlowConsumerPolicy",
@@ -136,6 +138,10 @@ class MessageReceiver(Protocol):
         L{startReceivingMessages} before it, when a TLS connection fails its
         handshake.
         """
+
+
+#: The default outbound limit is the maximum message size plus this.
+DEFAULT_OUTBOUND_HEADROOM = 1024 * 1024
 
 
 def default_reactor() -> Any:
@@ -579,3 +585,60 @@ class CommsProtocol(FrameReceiver):
         for d in waiters:
             d.errback(self._closedError())
         self.receiver.stopReceivingMessages(self.closeReason, reason)
+
+
+class ConnectionOptions:
+    """
+    The per-connection options a factory gives every L{CommsProtocol} it
+    builds, validated once (shared by the server and client factories).
+
+    @ivar codec: the L{Codec}.
+    @ivar byteOrder: C{"little"} or C{"big"}.
+    @ivar max_message_size: largest payload accepted or sent.
+    @ivar idle_timeout: seconds of silence before closing, or L{None}.
+    @ivar outbound_limit: bytes that may queue to a peer that does not read.
+    @ivar slow_consumer_policy: what happens past it.
+    """
+
+    codec: Codec
+    byteOrder: str
+    max_message_size: int
+    idle_timeout: float | None
+    outbound_limit: int | None
+    slow_consumer_policy: SlowConsumerPolicy
+
+    def _setConnectionOptions(
+        self,
+        messageDataType: str | Codec,
+        byteOrder: str,
+        max_message_size: int,
+        idle_timeout: float | None,
+        outbound_limit: int | None,
+        slow_consumer_policy: SlowConsumerPolicy | str,
+    ) -> None:
+        self.codec = get_codec(messageDataType)
+        struct_format(byteOrder)  # validates
+        self.byteOrder = byteOrder
+        self.max_message_size = validate_max_message_size(max_message_size)
+        self.idle_timeout = validate_timeout(idle_timeout, "idle_timeout")
+        self.outbound_limit = validate_outbound_limit(
+            self.max_message_size + DEFAULT_OUTBOUND_HEADROOM
+            if outbound_limit is None
+            else outbound_limit,
+            self.max_message_size,
+        )
+        self.slow_consumer_policy = SlowConsumerPolicy(slow_consumer_policy)
+
+    def _buildCommsProtocol(
+        self, receiver: MessageReceiver, clock: IReactorTime | None
+    ) -> CommsProtocol:
+        return CommsProtocol(
+            receiver,
+            self.codec,
+            self.byteOrder,
+            max_message_size=self.max_message_size,
+            idle_timeout=self.idle_timeout,
+            outbound_limit=self.outbound_limit,
+            slow_consumer_policy=self.slow_consumer_policy,
+            clock=clock,
+        )

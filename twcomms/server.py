@@ -46,7 +46,7 @@ from twisted.internet.protocol import ServerFactory
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from twcomms.codecs import Codec, get_codec
+from twcomms.codecs import Codec
 from twcomms.errors import ClientGoneError, DecodeError, NotConnectedError
 from twcomms.framing import (
     DEFAULT_MAX_MESSAGE_SIZE,
@@ -57,11 +57,9 @@ from twcomms.framing import (
 from twcomms.protocol import (
     CloseReason,
     CommsProtocol,
+    ConnectionOptions,
     SlowConsumerPolicy,
     default_reactor,
-    validate_max_message_size,
-    validate_outbound_limit,
-    validate_timeout,
 )
 
 __all__ = [
@@ -333,7 +331,7 @@ class LocalClientRegistry:
         return sent
 
 
-class CommsServerFactory(ServerFactory):
+class CommsServerFactory(ServerFactory, ConnectionOptions):
     """
     Builds a L{CommsProtocol} per connection and tracks the connected
     clients as L{ClientHandle}s.
@@ -396,10 +394,15 @@ class CommsServerFactory(ServerFactory):
         @param on_message: a callable or callables for L{on_message}.
         @param on_decode_error: a callable or callables for L{on_decode_error}.
         """
-        self.codec = get_codec(messageDataType)
-        self.byteOrder = byteOrder
+        self._setConnectionOptions(
+            messageDataType,
+            byteOrder,
+            max_message_size,
+            idle_timeout,
+            outbound_limit,
+            slow_consumer_policy,
+        )
         self._structFormat = struct_format(byteOrder)
-        self.max_message_size = validate_max_message_size(max_message_size)
         if max_clients is not None and (
             isinstance(max_clients, bool)
             or not isinstance(max_clients, int)
@@ -409,14 +412,6 @@ class CommsServerFactory(ServerFactory):
                 f"max_clients must be an int >= 0 or None, not {max_clients!r}"
             )
         self.max_clients = max_clients
-        self.idle_timeout = validate_timeout(idle_timeout, "idle_timeout")
-        self.outbound_limit = validate_outbound_limit(
-            self.max_message_size + 1024 * 1024
-            if outbound_limit is None
-            else outbound_limit,
-            self.max_message_size,
-        )
-        self.slow_consumer_policy = SlowConsumerPolicy(slow_consumer_policy)
         self.clients: ClientRegistry = (
             registry if registry is not None else LocalClientRegistry()
         )
@@ -456,16 +451,7 @@ class CommsServerFactory(ServerFactory):
 
     def buildProtocol(self, addr: Any) -> CommsProtocol:
         handle = ClientHandle(self, uuid.uuid4().hex)
-        proto = CommsProtocol(
-            handle,
-            self.codec,
-            self.byteOrder,
-            max_message_size=self.max_message_size,
-            idle_timeout=self.idle_timeout,
-            outbound_limit=self.outbound_limit,
-            slow_consumer_policy=self.slow_consumer_policy,
-            clock=self.clock,
-        )
+        proto = self._buildCommsProtocol(handle, self.clock)
         proto.factory = self
         handle.protocol = proto
         self._connections.add(proto)

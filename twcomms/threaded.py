@@ -60,7 +60,7 @@ from twcomms.errors import (
     NotConnectedError,
 )
 from twcomms.framing import DEFAULT_MAX_MESSAGE_SIZE, check_size
-from twcomms.protocol import CloseReason, CommsProtocol
+from twcomms.protocol import CloseReason, CommsProtocol, ConnectionOptions
 from twcomms.server import ClientHandle, CommsServerFactory
 
 __all__ = [
@@ -277,7 +277,77 @@ class ConnectedClient:
         return f"client {self.id} ({self.address}:{self.port})"
 
 
-class Server:
+class _Endpoint:
+    """
+    What Server and Client share: the original's callback methods and the
+    settings read back from the Twisted-level factory.
+    """
+
+    _factory: ConnectionOptions
+
+    def _init_callbacks(self) -> None:
+        self._connect_callbacks = _Callbacks("onconnect")
+        self._close_callbacks = _Callbacks("onclose")
+        self._message_callbacks = _Callbacks("onmessage")
+
+    @property
+    def messageDataType(self) -> str:
+        return self._factory.codec.name
+
+    @property
+    def byteOrder(self) -> str:
+        return self._factory.byteOrder
+
+    @property
+    def max_message_size(self) -> int:
+        return self._factory.max_message_size
+
+    def add_onconnect_callback(self, func: Callable[[Any], object]) -> None:
+        """
+        Call C{func(client)} on each connection: on a Server, C{client} is
+        the L{ConnectedClient} that connected; on a Client, the Client
+        itself (on every reconnection too).
+        """
+        self._connect_callbacks.add(func)
+
+    def add_onclose_callback(self, func: Callable[[Any], object]) -> None:
+        """
+        Call C{func(client)} when a connection closes (same C{client} as for
+        connections); a L{ConnectedClient}'s C{close_reason} says why.
+        """
+        self._close_callbacks.add(func)
+
+    def add_onmessage_callback(
+        self, func: Callable[..., object], with_sender: bool = False
+    ) -> None:
+        """
+        Call C{func(message)} for every message, or C{func(sender, message)}
+        with C{with_sender=True} (on a Server the sender is the
+        L{ConnectedClient}; the original had no way to know it).
+        """
+        self._message_callbacks.add(func, with_sender)
+
+    def remove_onconnect_callback(self, func: Any = None, index: int = 0) -> bool:
+        """
+        Remove a connect callback by function, or by index if C{func} is
+        None; C{True} if one was removed.
+        """
+        return self._connect_callbacks.remove(func, index)
+
+    def remove_onclose_callback(self, func: Any = None, index: int = 0) -> bool:
+        """
+        Remove a close callback (as L{remove_onconnect_callback}).
+        """
+        return self._close_callbacks.remove(func, index)
+
+    def remove_onmessage_callback(self, func: Any = None, index: int = 0) -> bool:
+        """
+        Remove a message callback (as L{remove_onconnect_callback}).
+        """
+        return self._message_callbacks.remove(func, index)
+
+
+class Server(_Endpoint):
     """
     A TCP server for json, string or binary messages, with broadcast and
     connect/close/message events; the original's API.
@@ -288,6 +358,8 @@ class Server:
     @ivar port: the port given; after L{start}, the port listened on (so
         port 0 tells the chosen port).
     """
+
+    _factory: CommsServerFactory
 
     def __init__(
         self,
@@ -356,9 +428,7 @@ class Server:
         # One outbox for the whole server keeps each thread's sends and
         # broadcasts in the order they were made.
         self._outbox = Outbox(self._loop.call_soon, self._write)
-        self._connect_callbacks = _Callbacks("onconnect")
-        self._close_callbacks = _Callbacks("onclose")
-        self._message_callbacks = _Callbacks("onmessage")
+        self._init_callbacks()
         self._started = False
         self._stopped = threading.Event()
         self._listening_port: Any = None
@@ -367,18 +437,6 @@ class Server:
     def __repr__(self) -> str:
         state = "started" if self._started else "stopped"
         return f"<Server {self.address}:{self.port} {state}>"
-
-    @property
-    def messageDataType(self) -> str:
-        return self._factory.codec.name
-
-    @property
-    def byteOrder(self) -> str:
-        return self._factory.byteOrder
-
-    @property
-    def max_message_size(self) -> int:
-        return self._factory.max_message_size
 
     @property
     def started(self) -> bool:
@@ -571,43 +629,6 @@ class Server:
             client._window.release(len(payload) + 4)
             _log.failure("sending to client {id} failed", id=handle.id)
 
-    # -- callbacks --------------------------------------------------------
-
-    def add_onconnect_callback(self, func: Callable[[ConnectedClient], object]) -> None:
-        """
-        Call C{func(client)} when any client connects.
-        """
-        self._connect_callbacks.add(func)
-
-    def add_onclose_callback(self, func: Callable[[ConnectedClient], object]) -> None:
-        """
-        Call C{func(client)} when any client disconnects; C{client.close_reason}
-        says why.
-        """
-        self._close_callbacks.add(func)
-
-    def add_onmessage_callback(
-        self, func: Callable[..., object], with_sender: bool = False
-    ) -> None:
-        """
-        Call C{func(message)} for every message from any client, or
-        C{func(client, message)} with C{with_sender=True} (the original had
-        no way to know the sender).
-        """
-        self._message_callbacks.add(func, with_sender)
-
-    def remove_onconnect_callback(self, func: Any = None, index: int = 0) -> bool:
-        """
-        Remove a callback by function, or by index if C{func} is None.
-        """
-        return self._connect_callbacks.remove(func, index)
-
-    def remove_onclose_callback(self, func: Any = None, index: int = 0) -> bool:
-        return self._close_callbacks.remove(func, index)
-
-    def remove_onmessage_callback(self, func: Any = None, index: int = 0) -> bool:
-        return self._message_callbacks.remove(func, index)
-
     # -- Twisted-level events (reactor thread) --------------------------------
 
     def _on_connect(self, handle: ClientHandle) -> None:
@@ -644,7 +665,7 @@ class Server:
         client.events.put(self._close_callbacks.fire, client, client)
 
 
-class Client:
+class Client(_Endpoint):
     """
     A TCP client for json, string or binary messages, with optional
     automatic reconnection; the original's API.
@@ -654,6 +675,8 @@ class Client:
     @ivar address: the server's address.
     @ivar port: the server's port.
     """
+
+    _factory: CommsClientFactory
 
     def __init__(
         self,
@@ -750,9 +773,7 @@ class Client:
         self._offline: collections.deque[bytes] = collections.deque()
         self._offline_bytes = 0
         self._received_bytes = 0
-        self._connect_callbacks = _Callbacks("onconnect")
-        self._close_callbacks = _Callbacks("onclose")
-        self._message_callbacks = _Callbacks("onmessage")
+        self._init_callbacks()
         self._lock = threading.Lock()
         self._open = False
         self._closed_why = "closed"
@@ -764,18 +785,6 @@ class Client:
     def __repr__(self) -> str:
         state = "connected" if self._connected else "not connected"
         return f"<Client {self.address}:{self.port} {state}>"
-
-    @property
-    def messageDataType(self) -> str:
-        return self._factory.codec.name
-
-    @property
-    def byteOrder(self) -> str:
-        return self._factory.byteOrder
-
-    @property
-    def max_message_size(self) -> int:
-        return self._factory.max_message_size
 
     @property
     def connected(self) -> bool:
@@ -1029,38 +1038,6 @@ class Client:
         except Exception:
             self._window.release(len(payload) + 4)
             _log.failure("sending to {where} failed", where=self._where())
-
-    # -- callbacks --------------------------------------------------------
-
-    def add_onconnect_callback(self, func: Callable[[Client], object]) -> None:
-        """
-        Call C{func(client)} (this Client) on each (re)connection.
-        """
-        self._connect_callbacks.add(func)
-
-    def add_onclose_callback(self, func: Callable[[Client], object]) -> None:
-        """
-        Call C{func(client)} (this Client) when a connection closes.
-        """
-        self._close_callbacks.add(func)
-
-    def add_onmessage_callback(
-        self, func: Callable[..., object], with_sender: bool = False
-    ) -> None:
-        """
-        Call C{func(message)} for each message; C{func(client, message)}
-        with C{with_sender=True}.
-        """
-        self._message_callbacks.add(func, with_sender)
-
-    def remove_onconnect_callback(self, func: Any = None, index: int = 0) -> bool:
-        return self._connect_callbacks.remove(func, index)
-
-    def remove_onclose_callback(self, func: Any = None, index: int = 0) -> bool:
-        return self._close_callbacks.remove(func, index)
-
-    def remove_onmessage_callback(self, func: Any = None, index: int = 0) -> bool:
-        return self._message_callbacks.remove(func, index)
 
     # -- Twisted-level events (reactor thread) --------------------------------
 
