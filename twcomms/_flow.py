@@ -188,14 +188,14 @@ class ReceiveWindow:
         self.paused = False
         self._resume_requested = False
 
-    def queued(self, size: int) -> int:
+    def queued(self, size: int, count: int = 1) -> int:
         """
-        One message of C{size} payload bytes was queued; pause reading if
-        over the high-water mark. Reactor thread.
+        C{count} messages of C{size} payload bytes in all were queued; pause
+        reading if over the high-water mark. Reactor thread.
 
         @return: the cumulative byte count to hand to L{handled}.
         """
-        self.queued_count += 1
+        self.queued_count += count
         self.queued_bytes += size
         if (
             not self.paused
@@ -218,11 +218,12 @@ class ReceiveWindow:
                 self._resume_now()
         return self.queued_bytes
 
-    def handled(self, cumulative_bytes: int) -> None:
+    def handled(self, cumulative_bytes: int, count: int = 1) -> None:
         """
-        One message was handled. Worker thread.
+        C{count} messages were handled, up to C{cumulative_bytes} queued
+        bytes. Worker thread.
         """
-        self.handled_count += 1
+        self.handled_count += count
         self.handled_bytes = cumulative_bytes
         if (
             self.paused

@@ -195,6 +195,60 @@ class _Callbacks:
                 )
 
 
+class _Inbox:
+    """
+    One connection's received messages, handed to its callbacks' serial
+    queue in batches: one batch per reactor turn, however many messages the
+    socket read held, so the per-message cost is an append.
+
+    Thread: the reactor thread, except L{_deliver} (a worker).
+    """
+
+    __slots__ = ("_batch", "_call_later", "_events", "_fire", "_size", "window")
+
+    def __init__(
+        self,
+        events: SerialQueue,
+        window: ReceiveWindow,
+        fire: Callable[[Any], None],
+        call_later: Callable[..., Any],
+    ) -> None:
+        self._events = events
+        self.window = window
+        self._fire = fire
+        self._call_later = call_later
+        self._batch: list[Any] | None = None
+        self._size = 0
+
+    def add(self, message: Any, size: int) -> None:
+        batch = self._batch
+        if batch is None:
+            batch = self._batch = []
+            self._call_later(0, self.flush)
+        batch.append(message)
+        self._size += size
+
+    def flush(self) -> None:
+        """
+        Queue the batch now (also before a close event, to keep the order).
+        """
+        batch = self._batch
+        if batch is None:
+            return
+        self._batch = None
+        size, self._size = self._size, 0
+        cumulative = self.window.queued(size, len(batch))
+        self._events.put(self._deliver, batch, cumulative)
+
+    def _deliver(self, batch: list[Any], cumulative: int) -> None:
+        fire = self._fire
+        try:
+            for message in batch:
+                fire(message)
+        finally:
+            self.window.handled(cumulative, len(batch))
+
+
 class ConnectedClient:
     """
     A client connected to a threaded L{Server}, as the server's callbacks
@@ -218,6 +272,7 @@ class ConnectedClient:
         self._server = server
         self._handle = handle  # reactor thread only
         self._closed = False
+        self._received_bytes = 0
         self.events = SerialQueue(server._pool)
         self._window = server._flow.send_window()
         self._drain = DrainTracker(self._window)
@@ -225,6 +280,13 @@ class ConnectedClient:
             server._flow.receive_high_count,
             server._flow.receive_high_bytes,
             server._loop.call_soon,
+        )
+        fire = server._message_callbacks.fire
+        self._inbox = _Inbox(
+            self.events,
+            self._receive,
+            lambda message: fire(self, message),
+            server._loop.reactor.callLater,
         )
 
     def __repr__(self) -> str:
@@ -643,22 +705,18 @@ class Server(_Endpoint):
     def _on_message(self, handle: ClientHandle, message: Any) -> None:
         client = self._clients.get(handle.id)
         if client is not None:
-            window = client._receive
-            size = handle.protocol.bytesReceived - window.queued_bytes  # type: ignore[union-attr]
-            client.events.put(self._deliver, client, message, window.queued(size))
-
-    def _deliver(self, client: ConnectedClient, message: Any, cumulative: int) -> None:
-        # Worker thread.
-        try:
-            self._message_callbacks.fire(client, message)
-        finally:
-            client._receive.handled(cumulative)
+            inbox = client._inbox
+            proto = handle.protocol
+            received = proto.bytesReceived  # type: ignore[union-attr]
+            inbox.add(message, received - client._received_bytes)
+            client._received_bytes = received
 
     def _on_close(self, handle: ClientHandle, reason: CloseReason) -> None:
         with self._lock:
             client = self._clients.pop(handle.id, None)
         if client is None:
             return
+        client._inbox.flush()  # its last messages before its close event
         client._closed = True
         client.close_reason = reason
         client._window.close(f"disconnected ({reason})")
@@ -769,6 +827,7 @@ class Client(_Endpoint):
             self._flow.receive_high_bytes,
             self._loop.call_soon,
         )
+        self._inbox: _Inbox | None = None  # made once the reactor is known
         # Reactor thread only: messages waiting for the next connection.
         self._offline: collections.deque[bytes] = collections.deque()
         self._offline_bytes = 0
@@ -825,6 +884,14 @@ class Client(_Endpoint):
             return
         reactor = self._loop.start()
         self._factory.reactor = reactor
+        if self._inbox is None:
+            fire = self._message_callbacks.fire
+            self._inbox = _Inbox(
+                self._events,
+                self._receive,
+                lambda message: fire(self, message),
+                reactor.callLater,
+            )
         if self._keep_alive:
             self._loop.hold(self)
         if not wait:
@@ -1058,16 +1125,11 @@ class Client(_Endpoint):
         proto = factory.connection
         size = proto.bytesReceived - self._received_bytes if proto else 0
         self._received_bytes += size
-        self._events.put(self._deliver, message, self._receive.queued(size))
-
-    def _deliver(self, message: Any, cumulative: int) -> None:
-        # Worker thread.
-        try:
-            self._message_callbacks.fire(self, message)
-        finally:
-            self._receive.handled(cumulative)
+        self._inbox.add(message, size)  # type: ignore[union-attr]
 
     def _on_close(self, factory: CommsClientFactory, reason: CloseReason) -> None:
+        if self._inbox is not None:
+            self._inbox.flush()  # the last messages before the close event
         self._connected = False
         self._events.put(self._close_callbacks.fire, self, self)
         if not factory.continueTrying:
