@@ -254,3 +254,8 @@ def test_json_decode_fast_path_errors_like_json_loads(text: str) -> None:
     with pytest.raises(DecodeError) as got:
         JSONCodec().decode(text.encode())
     assert str(expected.value) in str(got.value)
+
+
+@given(json_values)
+def test_json_encoding_is_json_dumps(value: object) -> None:
+    assert JSONCodec().encode_value(value) == json.dumps(value).encode()

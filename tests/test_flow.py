@@ -95,6 +95,8 @@ def test_drain_tracker_releases_at_once_or_when_drained() -> None:
     proto.makeConnection(t)
     w.add(10)
     tracker.write(proto, b"x" * 6)
+    assert w.pending == 10  # released per batch, not per message
+    tracker.flushed()
     assert w.pending == 0
     t.producer.pauseProducing()  # the socket buffer is full
     w.add(10)

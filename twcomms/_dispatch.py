@@ -211,13 +211,16 @@ class Outbox:
         self,
         call_soon: Callable[[Callable[[], None]], None],
         write: Callable[[Any], None],
+        flushed: Callable[[], None] | None = None,
     ) -> None:
         """
         @param call_soon: schedules a call on the reactor thread.
         @param write: called on the reactor thread with each item, in order.
+        @param flushed: called on the reactor thread after each batch.
         """
         self._call_soon = call_soon
         self._write = write
+        self._flushed = flushed
         self._items: collections.deque[Any] = collections.deque()
         self._lock = threading.Lock()
         self._scheduled = False
@@ -249,12 +252,16 @@ class Outbox:
             self._scheduled = False
         items = self._items
         write = self._write
-        while True:
-            try:
-                item = items.popleft()
-            except IndexError:
-                return
-            write(item)
+        try:
+            while True:
+                try:
+                    item = items.popleft()
+                except IndexError:
+                    return
+                write(item)
+        finally:
+            if self._flushed is not None:
+                self._flushed()
 
     def take_all(self) -> list[Any]:
         """

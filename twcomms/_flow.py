@@ -255,6 +255,7 @@ class DrainTracker:
     def __init__(self, window: SendWindow) -> None:
         self.window = window
         self._paused_bytes = 0
+        self._sent_bytes = 0
         self._waiting = False
 
     def write(self, proto: CommsProtocol, payload: bytes) -> None:
@@ -269,6 +270,15 @@ class DrainTracker:
                 self._waiting = True
                 proto.whenDrained().addBoth(self._drained)
         else:
+            # Released in one go by flushed(): one lock per batch.
+            self._sent_bytes += size
+
+    def flushed(self) -> None:
+        """
+        A batch of writes is done: release what went out.
+        """
+        size, self._sent_bytes = self._sent_bytes, 0
+        if size:
             self.window.release(size)
 
     def _drained(self, result: object) -> None:

@@ -314,11 +314,25 @@ class LocalClientRegistry:
 
     def broadcast(self, frame: Frame, exclude: Collection[str]) -> int:
         sent = 0
+        parts = frame.parts
+        single = parts[0] if len(parts) == 1 else None
+        payload_size = len(frame.payload)
         for client in list(self._clients.values()):
             if client.id in exclude:
                 continue
             proto = client.protocol
             if proto is None:
+                continue
+            if not proto._closing and not proto._writePaused:
+                # The common case, inlined (CommsProtocol.writeFrame's checks
+                # pass): one write of the shared frame.
+                if single is not None:
+                    proto.transport.write(single)
+                else:
+                    proto.transport.writeSequence(parts)
+                proto.messagesSent += 1
+                proto.bytesSent += payload_size
+                sent += 1
                 continue
             try:
                 proto.writeFrame(frame)

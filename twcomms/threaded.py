@@ -489,7 +489,8 @@ class Server(_Endpoint):
         self._clients: dict[str, ConnectedClient] = {}
         # One outbox for the whole server keeps each thread's sends and
         # broadcasts in the order they were made.
-        self._outbox = Outbox(self._loop.call_soon, self._write)
+        self._touched: set[ConnectedClient] = set()
+        self._outbox = Outbox(self._loop.call_soon, self._write, self._flushed)
         self._init_callbacks()
         self._started = False
         self._stopped = threading.Event()
@@ -665,6 +666,12 @@ class Server(_Endpoint):
             target = client
         target.send(message)
 
+    def _flushed(self) -> None:
+        # Reactor thread: a batch of sends is written.
+        touched, self._touched = self._touched, set()
+        for client in touched:
+            client._drain.flushed()
+
     def _write(self, item: tuple[Any, Any]) -> None:
         # Reactor thread: one queued send, broadcast or close.
         target, payload = item
@@ -687,6 +694,7 @@ class Server(_Endpoint):
             return
         try:
             client._drain.write(handle.protocol, payload)
+            self._touched.add(client)
         except Exception:
             client._window.release(len(payload) + 4)
             _log.failure("sending to client {id} failed", id=handle.id)
@@ -819,9 +827,9 @@ class Client(_Endpoint):
             on_message=self._on_message,
         )
         self._events = SerialQueue(self._pool)
-        self._outbox = Outbox(self._loop.call_soon, self._write)
         self._window = self._flow.send_window()
         self._drain = DrainTracker(self._window)
+        self._outbox = Outbox(self._loop.call_soon, self._write, self._drain.flushed)
         self._receive = ReceiveWindow(
             self._flow.receive_high_count,
             self._flow.receive_high_bytes,
@@ -1118,6 +1126,7 @@ class Client(_Endpoint):
         offline, self._offline = self._offline, collections.deque()
         for payload in offline:
             self._send_now(proto, payload)
+        self._drain.flushed()
         self._outbox.flush()
         self._events.put(self._connect_callbacks.fire, self, self)
 
