@@ -212,15 +212,19 @@ class Outbox:
         call_soon: Callable[[Callable[[], None]], None],
         write: Callable[[Any], None],
         flushed: Callable[[], None] | None = None,
+        *,
+        batch: bool = False,
     ) -> None:
         """
         @param call_soon: schedules a call on the reactor thread.
-        @param write: called on the reactor thread with each item, in order.
+        @param write: called on the reactor thread with each item, in order
+            (with C{batch}: once per flush, with the list of items).
         @param flushed: called on the reactor thread after each batch.
         """
         self._call_soon = call_soon
         self._write = write
         self._flushed = flushed
+        self._batch = batch
         self._items: collections.deque[Any] = collections.deque()
         self._lock = threading.Lock()
         self._scheduled = False
@@ -252,6 +256,15 @@ class Outbox:
             self._scheduled = False
         items = self._items
         write = self._write
+        if self._batch:
+            try:
+                taken = self.take_all()
+                if taken:
+                    write(taken)
+            finally:
+                if self._flushed is not None:
+                    self._flushed()
+            return
         try:
             while True:
                 try:

@@ -66,7 +66,7 @@ class SendWindow:
         self.pending = 0
         self._blocked = False
         self._closed: str | None = None
-        self._cond = threading.Condition()
+        self._cond = threading.Condition(threading.Lock())  # not an RLock: cheaper
 
     def acquire(self, size: int, describe: Callable[[], str]) -> None:
         """
@@ -280,6 +280,21 @@ class DrainTracker:
         size, self._sent_bytes = self._sent_bytes, 0
         if size:
             self.window.release(size)
+
+    def write_many(self, proto: CommsProtocol, payloads: list[bytes]) -> None:
+        """
+        Send C{payloads} on C{proto} in one write (exceptions propagate:
+        nothing written).
+        """
+        size = sum(len(p) for p in payloads) + 4 * len(payloads)
+        proto.sendStrings(payloads)
+        if proto.writePaused:
+            self._paused_bytes += size
+            if not self._waiting:
+                self._waiting = True
+                proto.whenDrained().addBoth(self._drained)
+        else:
+            self._sent_bytes += size
 
     def _drained(self, result: object) -> None:
         # Drained, or the connection closed (bytes in flight are then lost

@@ -221,6 +221,9 @@ class CommsClientFactory(ReconnectingClientFactory, ConnectionOptions):
         self._connectedWaiters: list[Deferred[CommsProtocol]] = []
         self._disconnectedWaiters: list[Deferred[CloseReason | None]] = []
         self._stoppedWaiters: list[Deferred[None]] = []
+        # Every protocol built and not yet lost (one in a TLS handshake is
+        # not the connection yet, but stop() must end it too).
+        self._protocols: set[CommsProtocol] = set()
 
     def __repr__(self) -> str:
         state = "connected" if self.connection else "not connected"
@@ -318,7 +321,10 @@ class CommsClientFactory(ReconnectingClientFactory, ConnectionOptions):
         self.continueTrying = 1 if self.autoReconnect else 0
 
     def buildProtocol(self, addr: Any) -> CommsProtocol:
-        proto = self._buildCommsProtocol(_ClientConnection(self), self.reactor)
+        receiver = _ClientConnection(self)
+        proto = self._buildCommsProtocol(receiver, self.reactor)
+        receiver.protocol = proto
+        self._protocols.add(proto)
         proto.factory = self
         return proto
 
@@ -364,7 +370,7 @@ class CommsClientFactory(ReconnectingClientFactory, ConnectionOptions):
         A L{Deferred} firing once the factory has stopped trying and no
         connection remains.
         """
-        if self._stopped and self.connection is None:
+        if self._stopped and self.connection is None and not self._protocols:
             return succeed(None)
         d: Deferred[None] = Deferred()
         self._stoppedWaiters.append(d)
@@ -401,6 +407,10 @@ class CommsClientFactory(ReconnectingClientFactory, ConnectionOptions):
         self.stopTrying()
         if self.connection is not None:
             self.connection.close(CloseReason.CLOSED)
+        for proto in list(self._protocols):
+            if proto is not self.connection:
+                # Not a connection yet (a TLS handshake in progress).
+                proto.abort(CloseReason.CLOSED)
         return self.whenStopped()
 
     # -- ReconnectingClientFactory ----------------------------------------
@@ -495,17 +505,23 @@ class CommsClientFactory(ReconnectingClientFactory, ConnectionOptions):
         self.resetDelay()
         self._lastFailure = None
         _log.info("connected to {peer}", peer=proto.peer)
+        # Callbacks first: whoever waits on whenConnected (a threaded
+        # connect()) then sees everything on_connect set up.
+        for f in self.on_connect:
+            _call(f, "on_connect", self)
         waiters, self._connectedWaiters = self._connectedWaiters, []
         for d in waiters:
             d.callback(proto)
-        for f in self.on_connect:
-            _call(f, "on_connect", self)
 
     def _disconnected(
         self, proto: CommsProtocol | None, reason: CloseReason, failure: Failure
     ) -> None:
+        self._protocols.discard(proto)
         if proto is not None and proto is not self.connection and self._stopped:
-            return  # an attempt that completed after stop(), closed by us
+            # An attempt that completed (or was in its handshake) after
+            # stop(), closed by us.
+            self._maybeStopped()
+            return
         if proto is None or proto is not self.connection:
             # Never became a connection (a TLS handshake failed).
             self.failures += 1
@@ -526,7 +542,7 @@ class CommsClientFactory(ReconnectingClientFactory, ConnectionOptions):
         self._maybeStopped()
 
     def _maybeStopped(self) -> None:
-        if self._stopped and self.connection is None:
+        if self._stopped and self.connection is None and not self._protocols:
             waiters, self._stoppedWaiters = self._stoppedWaiters, []
             for d in waiters:
                 d.callback(None)

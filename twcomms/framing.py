@@ -203,6 +203,10 @@ class FrameReceiver(Protocol):
 
         The default logs the reason and closes the connection.
         """
+        self._logLengthLimit(length)
+        self.transport.loseConnection()
+
+    def _logLengthLimit(self, length: int) -> None:
         self._log.warn(
             "closing connection from {peer}: a message header announced "
             "{length} bytes, over the maximum message size of {limit}",
@@ -210,7 +214,6 @@ class FrameReceiver(Protocol):
             length=length,
             limit=self.MAX_LENGTH,
         )
-        self.transport.loseConnection()
 
     @property
     def incompleteFrameBytes(self) -> int:

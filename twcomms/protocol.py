@@ -422,9 +422,14 @@ class CommsProtocol(FrameReceiver):
         self._messageReceived(message)
 
     def lengthLimitExceeded(self, length: int) -> None:
-        self._markClosing(CloseReason.OVERSIZE)
+        """
+        Abort the connection (close reason C{oversize}): the stream cannot be
+        trusted any more, and a graceful close would wait for a peer that
+        may never read what is queued to it.
+        """
+        self._logLengthLimit(length)
         self._unregisterWriteMonitor()
-        super().lengthLimitExceeded(length)
+        self.abort(CloseReason.OVERSIZE)
 
     def pauseProducing(self) -> None:
         """
@@ -474,6 +479,29 @@ class CommsProtocol(FrameReceiver):
             self.transport.writeSequence((header, string))
         self.messagesSent += 1
         self.bytesSent += length
+
+    def sendStrings(self, strings: list[bytes]) -> None:
+        """
+        Send several already-encoded payloads, in order, in one write (a
+        batch from another thread). All or nothing: a payload over the
+        maximum size, a closed connection or the outbound limit raises
+        before anything is written.
+        """
+        limit = self.MAX_LENGTH
+        pack = self._packHeader
+        parts: list[bytes] = []
+        total = 0
+        for string in strings:
+            length = len(string)
+            if length > limit:
+                check_size(length, limit)  # raises, with the message
+            parts.append(pack(length))
+            parts.append(string)
+            total += length
+        self._admit(total + 4 * len(strings))
+        self.transport.writeSequence(parts)
+        self.messagesSent += len(strings)
+        self.bytesSent += total
 
     def writeFrame(self, frame: Frame) -> None:
         """

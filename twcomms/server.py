@@ -508,11 +508,13 @@ class CommsServerFactory(ServerFactory, ConnectionOptions):
         ports, self.ports = self.ports, []
         return gatherResults([d for p in ports if (d := p.stopListening()) is not None])
 
-    def stop(self) -> Deferred[Any]:
+    def stop(self, timeout: float | None = 10.0) -> Deferred[Any]:
         """
         Stop listening and close every client (reason C{server stopping})
-        after what was sent to it is written. The L{Deferred} fires once all
-        are closed.
+        after what was sent to it is written. Connections still open after
+        C{timeout} seconds (a client that does not read what is queued to
+        it) are aborted, with a warning. The L{Deferred} fires (with
+        L{None}) once all are closed.
         """
         self._stopping = True
         stopped = self.stop_listening()
@@ -527,6 +529,28 @@ class CommsServerFactory(ServerFactory, ConnectionOptions):
                 # ours to flush.
                 proto.abort(CloseReason.SERVER_STOPPING)
         d = gatherResults([stopped, *closing], consumeErrors=True)
+        if timeout is not None and closing:
+
+            def abort_stragglers() -> None:
+                left = list(self._connections)
+                if left:
+                    _log.warn(
+                        "stopping: {count} connections did not close within "
+                        "{timeout} seconds (peers not reading); aborting them",
+                        count=len(left),
+                        timeout=timeout,
+                    )
+                for proto in left:
+                    proto.abort(CloseReason.SERVER_STOPPING)
+
+            call = self.clock.callLater(timeout, abort_stragglers)
+
+            def cancel(result: object) -> object:
+                if call.active():
+                    call.cancel()
+                return result
+
+            d.addBoth(cancel)
         return d.addCallback(lambda _: None)
 
     # -- sending ----------------------------------------------------------

@@ -829,7 +829,9 @@ class Client(_Endpoint):
         self._events = SerialQueue(self._pool)
         self._window = self._flow.send_window()
         self._drain = DrainTracker(self._window)
-        self._outbox = Outbox(self._loop.call_soon, self._write, self._drain.flushed)
+        self._outbox = Outbox(
+            self._loop.call_soon, self._write, self._drain.flushed, batch=True
+        )
         self._receive = ReceiveWindow(
             self._flow.receive_high_count,
             self._flow.receive_high_bytes,
@@ -1091,28 +1093,33 @@ class Client(_Endpoint):
             return self._unix_socket
         return f"{self.address}:{self.port}"
 
-    def _write(self, payload: bytes) -> None:
-        # Reactor thread.
+    def _write(self, payloads: list[bytes]) -> None:
+        # Reactor thread: a batch of sends, in order.
         proto = self._factory.connection
         if proto is None or proto._closing:
             if self.autoReconnect and self._factory.continueTrying:
-                self._offline.append(payload)
+                self._offline.extend(payloads)
                 return
-            self._window.release(len(payload) + 4)
+            self._window.release(sum(len(p) for p in payloads) + 4 * len(payloads))
             _log.warn(
-                "a message to {where} was not sent: the connection closed "
-                "before it could be written",
+                "{count} messages to {where} were not sent: the connection "
+                "closed before they could be written",
+                count=len(payloads),
                 where=self._where(),
             )
             return
-        self._send_now(proto, payload)
+        self._send_now(proto, payloads)
 
-    def _send_now(self, proto: CommsProtocol, payload: bytes) -> None:
+    def _send_now(self, proto: CommsProtocol, payloads: list[bytes]) -> None:
         try:
-            self._drain.write(proto, payload)
+            self._drain.write_many(proto, payloads)
         except Exception:
-            self._window.release(len(payload) + 4)
-            _log.failure("sending to {where} failed", where=self._where())
+            self._window.release(sum(len(p) for p in payloads) + 4 * len(payloads))
+            _log.failure(
+                "sending {count} messages to {where} failed",
+                count=len(payloads),
+                where=self._where(),
+            )
 
     # -- Twisted-level events (reactor thread) --------------------------------
 
@@ -1124,8 +1131,8 @@ class Client(_Endpoint):
         self._window.reopen()
         self._connected = True
         offline, self._offline = self._offline, collections.deque()
-        for payload in offline:
-            self._send_now(proto, payload)
+        if offline:
+            self._send_now(proto, list(offline))
         self._drain.flushed()
         self._outbox.flush()
         self._events.put(self._connect_callbacks.fire, self, self)

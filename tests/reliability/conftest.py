@@ -1,0 +1,31 @@
+"""
+Fixtures shared by the reliability tests (pytest-twisted ones here, and the
+threaded API's in C{threaded/}).
+
+C{TWCOMMS_SCALE} (C{ci}, the default, or C{full}) sizes the heavy tests;
+see L{tests.reliability.scenarios.SCALES}.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.reliability.driver import raise_fd_limit
+from tests.reliability.scenarios import Scale, current_scale
+
+
+@pytest.fixture(scope="session", autouse=True)
+def open_files_limit() -> int:
+    """
+    These tests open many sockets: raise the open-files soft limit to the
+    hard limit (client processes do the same for themselves).
+    """
+    return raise_fd_limit()
+
+
+@pytest.fixture(scope="session")
+def scale() -> Scale:
+    """
+    The scale chosen by C{TWCOMMS_SCALE}.
+    """
+    return current_scale()

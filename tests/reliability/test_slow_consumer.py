@@ -1,0 +1,42 @@
+"""
+Slow consumer: a client that never reads (and one that stops reading) while
+the server broadcasts C{scale.slow_consumer_bytes} (256 MiB at ci scale,
+1 GiB at full scale) in 1 MiB messages.
+
+Bound asserted (L{tests.reliability.scenarios.slow_consumer_bound}): the
+server's traced memory (tracemalloc, in this process, which runs the
+server; the readers are in a client process) stays under, per slow client,
+twice (outbound limit + Twisted's 64 KiB pause threshold + one frame); per
+fast client, twice (64 KiB + one frame), as the broadcaster waits for them
+to drain; twice the frame being built; plus 8 MiB. "Twice" because
+Twisted joins a transport's pending writes into one buffer when it writes.
+With the scenario's outbound limit of 4 MiB, 2 fast and 2 slow clients,
+that is about 34.5 MiB, whatever the total broadcast.
+
+Policy (README, "Flow control"): a client whose queued bytes would pass its
+outbound limit is closed with reason C{slow consumer} (logged); others are
+unaffected; C{broadcast()} never blocks.
+"""
+
+from __future__ import annotations
+
+import pytest_twisted
+
+from tests.reliability.scenarios import (
+    Scale,
+    assert_held,
+    slow_consumer,
+    slow_consumer_bound,
+)
+
+
+@pytest_twisted.ensureDeferred
+async def test_slow_consumers_are_closed_and_memory_stays_bounded(scale: Scale) -> None:
+    result = await slow_consumer(scale)
+    assert_held(result)
+    assert result.memory_bound == slow_consumer_bound(2, 2)
+    assert result.peak_memory is not None
+    assert result.peak_memory <= result.memory_bound
+    # Far less than what went through.
+    assert result.peak_memory < scale.slow_consumer_bytes / 4
+    assert len(result.details["slow_closed_after_messages"]) == 2
