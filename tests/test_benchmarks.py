@@ -1,0 +1,16 @@
+"""
+The benchmarks run end to end at CI size: every cell is produced. Speed is
+never asserted here (benchmarks print ratios; see docs/performance.md).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def test_every_peer_benchmark_cell_is_produced(tmp_path: Path) -> None:
+    from benchmarks.peers import problems, run_quick
+
+    run = run_quick(tmp_path)
+    assert not problems(run), problems(run)
+    assert (tmp_path / "peers-quick.json").exists()
