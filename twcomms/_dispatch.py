@@ -49,6 +49,7 @@ class WorkerPool:
         self._workers = 0
         self._idle = 0
         self._unclaimed = 0
+        self._retiring = False
 
     @property
     def workers(self) -> int:
@@ -62,6 +63,7 @@ class WorkerPool:
         Run C{job()} on a worker thread.
         """
         with self._lock:
+            self._retiring = False
             self._unclaimed += 1
             spawn = self._unclaimed > self._idle and self._workers < self.max_workers
             if spawn:
@@ -85,6 +87,9 @@ class WorkerPool:
             # Those workers no longer count as idle: a job submitted from
             # now on starts a worker of its own if it needs one.
             self._idle -= retiring
+            # Workers busy now end when their job is done, unless new work
+            # arrives first (submit clears this).
+            self._retiring = True
         for _ in range(retiring):
             self._jobs.put(None)
 
@@ -114,6 +119,10 @@ class WorkerPool:
                 job()
             except Exception:  # pragma: no cover - jobs catch their own errors
                 _log.failure("twcomms worker job failed")
+            with lock:
+                if self._retiring and self._unclaimed == 0:
+                    self._workers -= 1
+                    return
 
 
 class SerialQueue:

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import threading
 
-import pytest
-
 from tests.reliability.scenarios import (
     Scale,
     assert_held,
@@ -29,15 +27,6 @@ def callback_threads() -> list[threading.Thread]:
     return [t for t in threading.enumerate() if t.name.startswith("twcomms-callbacks")]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "minor bug: twcomms.threaded._release() calls WorkerPool.retire_idle() "
-        "once the last Server/Client is released, which ends only the workers "
-        "idle at that moment; a worker still in a callback then lingers for "
-        "the pool's idle timeout (10 s) instead of ending when it finishes"
-    ),
-)
 def test_callback_threads_end_soon_after_the_last_close() -> None:
     server = Server("127.0.0.1", 0)
     server.start(timeout=10)
