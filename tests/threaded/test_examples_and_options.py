@@ -167,3 +167,36 @@ def test_listen_on_a_unix_socket() -> None:
     finally:
         server.stop()
         shutil.rmtree(directory, ignore_errors=True)
+
+
+def test_request_reply_example() -> None:
+    result = subprocess.run(
+        [sys.executable, str(EXAMPLES / "request_reply.py")],
+        capture_output=True,
+        text=True,
+        timeout=WAIT,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "sum([1, 2, 3]) = 6" in result.stdout
+    assert "= 4950" in result.stdout
+
+
+def test_file_transfer_example(tmp_path: Path) -> None:
+    source = tmp_path / "payload.bin"
+    source.write_bytes(os.urandom(3 * (1 << 20) + 123))
+    destination = tmp_path / "received"
+    destination.mkdir()
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(EXAMPLES / "file_transfer.py"),
+            str(source),
+            str(destination),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=WAIT,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "sha256 matches" in result.stdout
+    assert (destination / "payload.bin").read_bytes() == source.read_bytes()
