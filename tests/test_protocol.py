@@ -247,3 +247,33 @@ def test_oversize_close_unregisters_the_write_monitor() -> None:
     proto, _, t = make(max_message_size=10)
     proto.dataReceived(struct.pack("<I", 11))
     assert t.producer is None and t.disconnecting
+
+
+def test_large_payload_is_streamed_in_slices_behind_which_others_wait() -> None:
+    """
+    A payload over 4 MiB is written in 1 MiB slices as the transport drains
+    (Twisted would copy it whole into one new buffer); what is sent after
+    it waits its turn; close() waits for it; whenDrained fires at the end.
+    """
+    proto, _, t = make("binary", max_message_size=64 << 20)
+    writes: list[int] = []
+    real_write = t.write
+
+    def recording_write(data: bytes) -> None:
+        writes.append(len(data))
+        real_write(data)
+
+    t.write = recording_write  # type: ignore[method-assign]
+    big = bytes(range(256)) * (10 * 4096)  # 10 MiB
+    t.producer.pauseProducing()  # the socket buffer is full
+    proto.sendMessage(big)
+    proto.sendMessage(b"after")
+    drained: list[object] = []
+    proto.whenDrained().addCallback(drained.append)
+    proto.close()
+    assert writes == [] and not t.disconnecting  # waiting for the socket
+    t.producer.resumeProducing()  # (StringTransport never pauses by itself)
+    assert max(writes) == 1 << 20  # slices, never the whole payload
+    assert reference_parse(t.value()) == [big, b"after"]
+    assert drained == [None]
+    assert t.disconnecting  # closed once everything was written

@@ -16,8 +16,10 @@ Thread: the reactor thread only.
 
 from __future__ import annotations
 
+import collections
 import enum
 import struct
+from collections.abc import Iterable
 from typing import Any, Protocol
 
 from twisted.internet.defer import Deferred, fail, succeed
@@ -140,6 +142,10 @@ class MessageReceiver(Protocol):
         """
 
 
+#: Payloads larger than this are written in slices as the socket drains.
+_STREAM_ABOVE = 4 * 1024 * 1024
+_STREAM_SLICE = 1024 * 1024
+
 #: The default outbound limit is the maximum message size plus this.
 DEFAULT_OUTBOUND_HEADROOM = 1024 * 1024
 
@@ -236,6 +242,10 @@ class _WriteMonitor:
         proto = self._proto
         proto._writePaused = False
         proto._queuedWhilePaused = 0
+        if proto._streaming is not None:
+            proto._pump()
+            if proto._writePaused or proto._streaming is not None:
+                return
         waiters, proto._drainWaiters = proto._drainWaiters, []
         for d in waiters:
             d.callback(None)
@@ -267,6 +277,9 @@ class CommsProtocol(FrameReceiver):
     _closing = False
     _started = False
     _monitor: _WriteMonitor | None = None
+    # Parts waiting behind a large payload being written in slices.
+    _streaming: collections.deque[bytes | memoryview] | None = None
+    _closeWhenStreamed = False
     _writePaused = False
     _queuedWhilePaused = 0
 
@@ -329,10 +342,11 @@ class CommsProtocol(FrameReceiver):
     @property
     def writePaused(self) -> bool:
         """
-        Whether the transport's write buffer is full: the peer is not keeping
-        up with what we send. See L{whenDrained}.
+        Whether the transport's write buffer is full (or a large message is
+        still being written in slices): the peer is not keeping up with what
+        we send. See L{whenDrained}.
         """
-        return self._writePaused
+        return self._writePaused or self._streaming is not None
 
     def whenDrained(self) -> Deferred[None]:
         """
@@ -340,9 +354,9 @@ class CommsProtocol(FrameReceiver):
         drained (at once if it is not full). It fails with
         L{ConnectionClosedError} if the connection closes first.
         """
-        if not self._writePaused:
+        if not self.writePaused:
             return succeed(None)
-        if self._closing:
+        if self._closing and self._streaming is None:
             return fail(self._closedError())
         d: Deferred[None] = Deferred()
         self._drainWaiters.append(d)
@@ -473,7 +487,9 @@ class CommsProtocol(FrameReceiver):
         self._admit(length + 4)
         # FrameReceiver.sendString, inlined: this is the per-message path.
         header = self._packHeader(length)
-        if length <= _JOIN_LIMIT:
+        if self._streaming is not None or length > _STREAM_ABOVE:
+            self._stream((header, string))
+        elif length <= _JOIN_LIMIT:
             self.transport.write(header + string)
         else:
             self.transport.writeSequence((header, string))
@@ -499,7 +515,10 @@ class CommsProtocol(FrameReceiver):
             parts.append(string)
             total += length
         self._admit(total + 4 * len(strings))
-        self.transport.writeSequence(parts)
+        if self._streaming is not None or any(len(p) > _STREAM_ABOVE for p in strings):
+            self._stream(parts)
+        else:
+            self.transport.writeSequence(parts)
         self.messagesSent += len(strings)
         self.bytesSent += total
 
@@ -512,7 +531,10 @@ class CommsProtocol(FrameReceiver):
         @raise SlowConsumerError: the peer's outbound limit would be exceeded.
         """
         self._admit(frame.size)
-        super().writeFrame(frame)
+        if self._streaming is not None or frame.size > _STREAM_ABOVE:
+            self._stream(frame.parts)
+        else:
+            super().writeFrame(frame)
         self.messagesSent += 1
         self.bytesSent += len(frame.payload)
 
@@ -540,6 +562,47 @@ class CommsProtocol(FrameReceiver):
                 raise error
             self._queuedWhilePaused = queued + size
 
+    def _stream(self, parts: Iterable[bytes]) -> None:
+        """
+        Queue C{parts} behind what is being streamed, and write what the
+        transport will take. A payload over 4 MiB is written in 1 MiB slices
+        as the socket drains: Twisted would otherwise copy it whole into one
+        new buffer before sending (the largest cost of sending a big
+        message), and the sender's memory would double.
+        """
+        if self._streaming is None:
+            self._streaming = collections.deque()
+        streaming = self._streaming
+        for part in parts:
+            streaming.append(memoryview(part) if len(part) > _STREAM_ABOVE else part)
+        self._pump()
+
+    def _pump(self) -> None:
+        """
+        Write queued parts until the transport asks us to pause. Reactor
+        thread; called again by the write monitor when the socket drains.
+        """
+        streaming = self._streaming
+        transport = self.transport
+        while streaming and not self._writePaused:
+            part = streaming[0]
+            if type(part) is memoryview:
+                transport.write(part[:_STREAM_SLICE].tobytes())
+                rest = part[_STREAM_SLICE:]
+                if rest.nbytes:
+                    streaming[0] = rest
+                else:
+                    streaming.popleft()
+            else:
+                transport.write(part)
+                streaming.popleft()
+        if not streaming:
+            self._streaming = None
+            if self._closeWhenStreamed:
+                self._closeWhenStreamed = False
+                self._unregisterWriteMonitor()
+                transport.loseConnection()
+
     # -- closing ------------------------------------------------------------
 
     def close(self, reason: CloseReason = CloseReason.CLOSED) -> None:
@@ -551,6 +614,11 @@ class CommsProtocol(FrameReceiver):
             return
         self._markClosing(reason)
         if self.transport is not None:
+            if self._streaming is not None:
+                # Finish writing what was sent first (the monitor keeps
+                # pumping it); then close.
+                self._closeWhenStreamed = True
+                return
             self._unregisterWriteMonitor()
             self.transport.loseConnection()
 
@@ -570,6 +638,8 @@ class CommsProtocol(FrameReceiver):
         Close the connection now, discarding what is not yet written.
         """
         self._markClosing(reason)
+        self._streaming = None
+        self._closeWhenStreamed = False
         if self.transport is not None:
             self.transport.abortConnection()
 
@@ -590,6 +660,7 @@ class CommsProtocol(FrameReceiver):
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._closing = True
+        self._streaming = None
         self._stopIdleTimer()
         if self.closeReason is None:
             self.closeReason = (

@@ -317,13 +317,14 @@ class LocalClientRegistry:
         parts = frame.parts
         single = parts[0] if len(parts) == 1 else None
         payload_size = len(frame.payload)
+        large = payload_size > 4 * 1024 * 1024  # streamed by writeFrame
         for client in list(self._clients.values()):
             if client.id in exclude:
                 continue
             proto = client.protocol
             if proto is None:
                 continue
-            if not proto._closing and not proto._writePaused:
+            if not proto._closing and not proto.writePaused and not large:
                 # The common case, inlined (CommsProtocol.writeFrame's checks
                 # pass): one write of the shared frame.
                 if single is not None:
