@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -28,22 +27,6 @@ from twcomms._eventloop import get_event_loop
 from twcomms.threaded import Client, Server
 
 from .raw import WAIT, RawServer
-
-_HERE = Path(__file__).parent
-
-
-def pytest_collection_modifyitems(
-    config: pytest.Config, items: list[pytest.Item]
-) -> None:
-    if not config.pluginmanager.has_plugin("twisted"):
-        return
-    skip = pytest.mark.skip(
-        reason="threaded API tests block; run them with "
-        "`python -m pytest -p no:twisted tests/threaded`"
-    )
-    for item in items:
-        if _HERE in Path(item.path).parents:
-            item.add_marker(skip)
 
 
 @pytest.fixture(autouse=True)

@@ -13,27 +13,10 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from twcomms._eventloop import get_event_loop
-
-_HERE = Path(__file__).parent
-
-
-def pytest_collection_modifyitems(
-    config: pytest.Config, items: list[pytest.Item]
-) -> None:
-    if not config.pluginmanager.has_plugin("twisted"):
-        return
-    skip = pytest.mark.skip(
-        reason="threaded API tests block; run them with "
-        "`python -m pytest -p no:twisted tests/reliability/threaded`"
-    )
-    for item in items:
-        if _HERE in Path(item.path).parents:
-            item.add_marker(skip)
 
 
 @pytest.fixture(autouse=True)
