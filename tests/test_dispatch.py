@@ -77,18 +77,6 @@ def test_a_raising_call_is_logged_and_the_next_runs() -> None:
     assert failure.check(ValueError)
 
 
-def test_on_drained_reports_what_is_left() -> None:
-    left: list[int] = []
-    gate = threading.Event()
-    q = SerialQueue(WorkerPool(), on_drained=left.append)
-    q.put(gate.wait, WAIT)
-    q.put(lambda: None)
-    q.put(lambda: None)
-    gate.set()
-    assert q.wait_idle(WAIT)
-    assert left == [2, 1, 0]
-
-
 def test_idle_workers_end() -> None:
     made: list[threading.Thread] = []
 

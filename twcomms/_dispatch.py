@@ -136,20 +136,13 @@ class SerialQueue:
     @ivar pending: calls put but not yet finished.
     """
 
-    def __init__(
-        self, pool: WorkerPool, on_drained: Callable[[int], None] | None = None
-    ):
-        """
-        @param on_drained: called on the worker thread after each call, with
-            the number of calls still pending (for flow control).
-        """
+    def __init__(self, pool: WorkerPool) -> None:
         self._pool = pool
         self._items: collections.deque[
             tuple[Callable[..., object], tuple[Any, ...]]
         ] = collections.deque()
         self._lock = threading.Lock()
         self._scheduled = False
-        self._on_drained = on_drained
         self._idle = threading.Condition(self._lock)
 
     @property
@@ -183,7 +176,6 @@ class SerialQueue:
 
     def _drain(self) -> None:
         items = self._items
-        on_drained = self._on_drained
         while True:
             try:
                 f, args = items.popleft()
@@ -205,8 +197,6 @@ class SerialQueue:
                 f(*args)
             except Exception:
                 _log.failure("callback {callback!r} raised", callback=f)
-            if on_drained is not None:
-                on_drained(len(items))
 
 
 class Outbox:

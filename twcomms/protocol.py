@@ -143,7 +143,7 @@ class MessageReceiver(Protocol):
 
 
 #: Payloads larger than this are written in slices as the socket drains.
-_STREAM_ABOVE = 4 * 1024 * 1024
+STREAM_ABOVE = 4 * 1024 * 1024
 _STREAM_SLICE = 1024 * 1024
 
 #: The default outbound limit is the maximum message size plus this.
@@ -487,7 +487,7 @@ class CommsProtocol(FrameReceiver):
         self._admit(length + 4)
         # FrameReceiver.sendString, inlined: this is the per-message path.
         header = self._packHeader(length)
-        if self._streaming is not None or length > _STREAM_ABOVE:
+        if self._streaming is not None or length > STREAM_ABOVE:
             self._stream((header, string))
         elif length <= _JOIN_LIMIT:
             self.transport.write(header + string)
@@ -507,6 +507,7 @@ class CommsProtocol(FrameReceiver):
         pack = self._packHeader
         parts: list[bytes] = []
         total = 0
+        largest = 0
         for string in strings:
             length = len(string)
             if length > limit:
@@ -514,8 +515,9 @@ class CommsProtocol(FrameReceiver):
             parts.append(pack(length))
             parts.append(string)
             total += length
+            largest = max(largest, length)
         self._admit(total + 4 * len(strings))
-        if self._streaming is not None or any(len(p) > _STREAM_ABOVE for p in strings):
+        if self._streaming is not None or largest > STREAM_ABOVE:
             self._stream(parts)
         else:
             self.transport.writeSequence(parts)
@@ -531,7 +533,7 @@ class CommsProtocol(FrameReceiver):
         @raise SlowConsumerError: the peer's outbound limit would be exceeded.
         """
         self._admit(frame.size)
-        if self._streaming is not None or frame.size > _STREAM_ABOVE:
+        if self._streaming is not None or frame.size > STREAM_ABOVE:
             self._stream(frame.parts)
         else:
             super().writeFrame(frame)
@@ -574,7 +576,7 @@ class CommsProtocol(FrameReceiver):
             self._streaming = collections.deque()
         streaming = self._streaming
         for part in parts:
-            streaming.append(memoryview(part) if len(part) > _STREAM_ABOVE else part)
+            streaming.append(memoryview(part) if len(part) > STREAM_ABOVE else part)
         self._pump()
 
     def _pump(self) -> None:

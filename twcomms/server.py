@@ -55,6 +55,7 @@ from twcomms.framing import (
     struct_format,
 )
 from twcomms.protocol import (
+    STREAM_ABOVE,
     CloseReason,
     CommsProtocol,
     ConnectionOptions,
@@ -317,7 +318,7 @@ class LocalClientRegistry:
         parts = frame.parts
         single = parts[0] if len(parts) == 1 else None
         payload_size = len(frame.payload)
-        large = payload_size > 4 * 1024 * 1024  # streamed by writeFrame
+        large = payload_size > STREAM_ABOVE  # streamed by writeFrame
         for client in list(self._clients.values()):
             if client.id in exclude:
                 continue

@@ -5,32 +5,11 @@ so they run in the threaded invocation:
 
     python -m pytest -p no:twisted tests/threaded tests/reliability/threaded
 
-(the root conftest leaves any C{threaded} directory out of the main run;
-here they are also skipped if collected with the plugin active).
+(the root conftest leaves any C{threaded} directory out of the main run).
 """
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Iterator
-
-import pytest
-
-from twcomms._eventloop import get_event_loop
-
-
-@pytest.fixture(autouse=True)
-def nothing_left_open() -> Iterator[None]:
-    """
-    After each test no Server or Client may still hold the process open.
-    """
-    yield
-    loop = get_event_loop()
-    left = loop.open_objects()
-    for obj in left:
-        try:
-            obj._at_exit()
-        except Exception:
-            logging.getLogger(__name__).exception("cleaning up %r", obj)
-        loop.release(obj)
-    assert not left, f"left open after the test: {left}"
+# After each test no Server or Client may still hold the process open (an
+# autouse fixture, shared with tests/threaded).
+from tests.threaded.conftest import no_open_objects  # noqa: F401
