@@ -21,6 +21,7 @@ from twcomms.errors import MessageTooLargeError
 from twcomms.framing import (
     BIG_ENDIAN,
     DEFAULT_MAX_MESSAGE_SIZE,
+    LARGE_READ_SIZE,
     LITTLE_ENDIAN,
     FrameReceiver,
     frame_header,
@@ -178,6 +179,72 @@ def test_large_message_in_many_chunks_is_intact() -> None:
         r.dataReceived(stream[i : i + 65536])
     assert r.received == [payload, b"after"]
     assert type(r.received[0]) is bytes
+
+
+def test_large_message_costs_about_its_size_in_memory() -> None:
+    """
+    Each chunk is copied once into the message and the message becomes its
+    C{bytes} without another copy: the peak is about one message, not the
+    two a list of chunks joined at the end would cost.
+    """
+    size = 16 * 1024 * 1024
+    r = connected()
+    chunk = bytearray(b"x" * 65536)
+    r.dataReceived(struct.pack("<I", size))
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for _ in range(size // len(chunk)):
+            r.dataReceived(bytes(chunk))  # a fresh read, as a transport's
+        peak = tracemalloc.get_traced_memory()[1] - before
+    finally:
+        tracemalloc.stop()
+    assert len(r.received) == 1 and len(r.received[0]) == size
+    assert type(r.received[0]) is bytes
+    assert peak < 1.4 * size, peak / size
+
+
+class _SocketLikeTransport(TCPStringTransport):
+    """
+    A transport with Twisted's socket C{bufferSize} class attribute.
+    """
+
+    bufferSize = 65536
+
+
+def test_large_payload_is_read_in_large_chunks_until_complete() -> None:
+    transport = _SocketLikeTransport()
+    r = connected(transport=transport)
+    r.MAX_LENGTH = 1 << 30
+    r.dataReceived(reference_frame(b"small"))
+    assert transport.bufferSize == 65536
+    payload = b"y" * (LARGE_READ_SIZE + 1)
+    stream = reference_frame(payload) + reference_frame(b"next")
+    r.dataReceived(stream[:1000])
+    assert transport.bufferSize == LARGE_READ_SIZE
+    r.dataReceived(stream[1000:])
+    assert r.received == [b"small", payload, b"next"]
+    assert "bufferSize" not in vars(transport)
+    assert transport.bufferSize == 65536
+
+
+def test_large_read_ends_with_a_dropped_frame() -> None:
+    transport = _SocketLikeTransport()
+    r = connected(transport=transport)
+    r.MAX_LENGTH = 1 << 30
+    r.dataReceived(struct.pack("<I", LARGE_READ_SIZE + 1) + b"abc")
+    assert transport.bufferSize == LARGE_READ_SIZE
+    r._dropPartialFrame()
+    assert r.incompleteFrameBytes == 0
+    assert transport.bufferSize == 65536
+
+
+def test_no_large_reads_without_a_socket_buffer_size() -> None:
+    r = connected()  # StringTransport: no bufferSize, as TLS
+    r.MAX_LENGTH = 1 << 30
+    r.dataReceived(struct.pack("<I", LARGE_READ_SIZE + 1) + b"abc")
+    assert not hasattr(r.transport, "bufferSize")
+    assert r.incompleteFrameBytes == 7
 
 
 def test_partial_frame_is_reported() -> None:

@@ -678,9 +678,7 @@ class CommsProtocol(FrameReceiver):
                 peer=_peer(self),
                 incomplete=incomplete,
             )
-            self._header = b""
-            self._missing = -1
-            self._pieces = []
+            self._dropPartialFrame()
         self._stash = None
         waiters, self._drainWaiters = self._drainWaiters, []
         for d in waiters:
