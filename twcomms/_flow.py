@@ -66,7 +66,10 @@ class SendWindow:
         self.pending = 0
         self._blocked = False
         self._closed: str | None = None
-        self._cond = threading.Condition(threading.Lock())  # not an RLock: cheaper
+        # The common paths take the plain lock (a C-level context manager);
+        # only waiting and waking go through the Condition built on it.
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)
 
     def acquire(self, size: int, describe: Callable[[], str]) -> None:
         """
@@ -78,6 +81,12 @@ class SendWindow:
         @raise SendTimeoutError: it did not drain within the timeout.
         @raise ConnectionClosedError: the connection closed while waiting.
         """
+        with self._lock:
+            if not self._blocked and self._closed is None:
+                self.pending += size
+                if self.pending > self.high:
+                    self._blocked = True
+                return
         with self._cond:
             if self._blocked:
                 deadline = (
@@ -108,7 +117,7 @@ class SendWindow:
         Account for C{size} bytes without waiting (reactor thread, or a
         queue with its own bound). Any thread.
         """
-        with self._cond:
+        with self._lock:
             self.pending += size
             if self.pending > self.high:
                 self._blocked = True
@@ -117,7 +126,7 @@ class SendWindow:
         """
         C{size} bytes have drained. Any thread (the reactor's, usually).
         """
-        with self._cond:
+        with self._lock:
             self.pending = max(0, self.pending - size)
             if self._blocked and self.pending <= self.low:
                 self._blocked = False
