@@ -97,6 +97,7 @@ import resource
 import shutil
 import signal
 import socket
+import statistics
 import struct
 import subprocess
 import sys
@@ -2091,6 +2092,21 @@ def _print_tables(run: dict[str, Any]) -> list[str]:
             p50 = _fmt_n(c["p50_us"], 1) if ok else _status_text(c)
             p99 = _fmt_n(c["p99_us"], 1) if ok else "-"
             out(f"  {system:<18} {p50:>10} {p99:>10} {_ratio_text(c):>8}  {notes(c)}")
+        wake = run.get("wakeup")
+        if wake:
+            out(
+                f"  one wake-up, p50: another thread {wake['thread_us']:.1f} us, "
+                f"another process {wake['process_us']:.1f} us. A threaded round "
+                f"trip adds 5 thread hand-offs to"
+            )
+            out(
+                "  stock Twisted's path (client: caller -> reactor -> callback "
+                "thread -> caller; server: reactor -> callback"
+            )
+            out(
+                f"  thread -> reactor): 5 x {wake['thread_us']:.1f} = "
+                f"{5 * wake['thread_us']:.0f} us."
+            )
     if "C" in scns:
         out("")
         out(
@@ -2523,6 +2539,61 @@ def _environment() -> dict[str, Any]:
     return env
 
 
+def _wakeup_costs(trips: int) -> dict[str, float]:
+    """
+    What waking another thread, or another process, costs on this machine
+    now: the p50 of half a ping-pong round trip, in microseconds. Between
+    two threads of one process through C{queue.SimpleQueue} (as twcomms
+    hands work between its reactor and callback threads), and between two
+    processes through pipes (as every system's client and server do).
+    Explains B: each thread hand-off on a round trip's path costs about
+    one thread wake-up.
+    """
+    a: queue.SimpleQueue[int | None] = queue.SimpleQueue()
+    b: queue.SimpleQueue[int] = queue.SimpleQueue()
+
+    def echo() -> None:
+        while (x := a.get()) is not None:
+            b.put(x)
+
+    thread = threading.Thread(target=echo, daemon=True)
+    thread.start()
+    times = []
+    for i in range(trips):
+        t0 = now()
+        a.put(i)
+        b.get()
+        times.append(now() - t0)
+    a.put(None)
+    thread.join(10)
+    out = {"thread_us": statistics.median(times) / 2 * 1e6}
+
+    r1, w1 = os.pipe()
+    r2, w2 = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child echoes, then exits
+        os.close(w1)
+        os.close(r2)
+        while d := os.read(r1, 1):
+            os.write(w2, d)
+        os._exit(0)
+    os.close(r1)
+    os.close(w2)
+    times = []
+    try:
+        for _ in range(trips):
+            t0 = now()
+            os.write(w1, b"x")
+            os.read(r2, 1)
+            times.append(now() - t0)
+    finally:
+        os.close(w1)
+        os.close(r2)
+        os.waitpid(pid, 0)
+    out["process_us"] = statistics.median(times) / 2 * 1e6
+    return out
+
+
 def run_benchmark(
     settings: Settings,
     scenarios: list[str] | tuple[str, ...] = SCENARIOS,
@@ -2557,6 +2628,8 @@ def run_benchmark(
     }
     if profile_dir is not None:
         profile_dir.mkdir(parents=True, exist_ok=True)
+    if "B" in scenarios:
+        run["wakeup"] = _wakeup_costs(settings.b_trips)
     t0 = time.monotonic()
     todo = [
         (scn, system, size)
@@ -2676,6 +2749,11 @@ def problems(run: dict[str, Any]) -> list[str]:
                     out.append(f"{name}: missing")
                 elif c["status"] not in ("ok", "n/a"):
                     out.append(f"{name}: {_one_line(c)}")
+    if "B" in run["scenarios"]:
+        wake = run.get("wakeup") or {}
+        for key in ("thread_us", "process_us"):
+            if not wake.get(key, 0) > 0:
+                out.append(f"B wake-up cost {key}: missing")
     return out
 
 
