@@ -186,6 +186,65 @@ def test_broadcast_encodes_once_and_excludes() -> None:
     assert inboxes[2] == [{"all": 1}, {"some": 2}]
 
 
+def _write_calls(handle: ClientHandle) -> list[bytes]:
+    """
+    Record every C{write} made to C{handle}'s transport from now on.
+    """
+    transport = handle.protocol.transport  # type: ignore[union-attr]
+    calls: list[bytes] = []
+    real_write = transport.write
+
+    def write(data: bytes) -> None:
+        calls.append(data)
+        real_write(data)
+
+    transport.write = write
+    return calls
+
+
+def test_small_broadcasts_in_one_turn_are_one_write_per_client() -> None:
+    net, server, events, _, inboxes = setup(3, messageDataType="string")
+    writes = [_write_calls(h) for h in events.connected]
+    sent = [server.broadcast(f"n{i}") for i in range(100)]
+    assert sent == [3] * 100
+    assert writes == [[], [], []]  # batched until the turn ends
+    net.flush()
+    assert [len(w) for w in writes] == [1, 1, 1]
+    assert writes[0][0] == writes[1][0] == writes[2][0]
+    assert inboxes == [[f"n{i}" for i in range(100)]] * 3
+    totals = [(h.messages_out, h.bytes_out) for h in events.connected]
+    assert totals == [(100, sum(len(f"n{i}") for i in range(100)))] * 3
+
+
+def test_batched_broadcasts_keep_their_order_with_other_sends() -> None:
+    net, server, events, _, inboxes = setup(2, messageDataType="string")
+    first = events.connected[0]
+    server.broadcast("b1")
+    first.send("direct")  # the batch goes first
+    server.broadcast("b2")
+    server.broadcast("b3", exclude=events.connected[1])
+    server.broadcast("x" * 20_000)  # a larger payload: written at once
+    server.broadcast("b4")
+    first.close()  # after what was broadcast to it
+    net.flush()
+    assert inboxes[0] == ["b1", "direct", "b2", "b3", "x" * 20_000, "b4"]
+    assert inboxes[1] == ["b1", "b2", "x" * 20_000, "b4"]
+
+
+def test_a_client_gets_no_broadcast_made_before_it_connected() -> None:
+    clock = MemoryReactorClock()
+    server = CommsServerFactory("string", reactor=clock)
+    early = server.buildProtocol(None)
+    early.makeConnection(StringTransport())
+    assert server.broadcast("before") == 1
+    late = server.buildProtocol(None)  # connects in the same turn
+    late.makeConnection(StringTransport())
+    assert server.broadcast("after") == 2
+    clock.advance(0)
+    assert reference_parse(early.transport.value()) == [b"before", b"after"]
+    assert reference_parse(late.transport.value()) == [b"after"]
+
+
 def test_broadcast_refuses_bad_messages_before_sending_anything() -> None:
     net, server, _, _, inboxes = setup(2, max_message_size=100)
     with pytest.raises(UnsupportedTypeError):
@@ -349,6 +408,25 @@ def test_slow_consumer_is_closed_and_others_unaffected() -> None:
     assert any("slow consumer" in e["log_format"] for e in logged)
     with pytest.raises(ClientGoneError):
         slow.receiver.send(b"more")
+
+
+def test_a_batch_written_to_a_client_that_paused_meanwhile_meets_its_limit() -> None:
+    clock = MemoryReactorClock()
+    server = CommsServerFactory(
+        "binary", reactor=clock, max_message_size=100, outbound_limit=250
+    )
+    Events(server)
+    slow, fast = server.buildProtocol(None), server.buildProtocol(None)
+    slow.makeConnection(StringTransport())
+    fast.makeConnection(StringTransport())
+    for _ in range(3):
+        assert server.broadcast(b"x" * 80) == 2  # batched: nobody is paused
+    slow.transport.producer.pauseProducing()  # then its buffer fills
+    with capturedLogs() as logged:
+        clock.advance(0)
+    assert slow.closeReason is CloseReason.SLOW_CONSUMER  # 252 bytes > 250
+    assert reference_parse(fast.transport.value()) == [b"x" * 80] * 3
+    assert any("slow consumer" in e["log_format"] for e in logged)
 
 
 def test_slow_consumer_direct_send_raises() -> None:

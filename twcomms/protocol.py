@@ -19,7 +19,7 @@ from __future__ import annotations
 import collections
 import enum
 import struct
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
 from twisted.internet.defer import Deferred, fail, succeed
@@ -279,6 +279,9 @@ class CommsProtocol(FrameReceiver):
     _monitor: _WriteMonitor | None = None
     # Parts waiting behind a large payload being written in slices.
     _streaming: collections.deque[bytes | memoryview] | None = None
+    # Called before anything is written (and before closing): a server's
+    # registry writes the broadcasts it batched this turn, to keep order.
+    _beforeWrite: Callable[[], None] | None = None
     _closeWhenStreamed = False
     _writePaused = False
     _queuedWhilePaused = 0
@@ -540,11 +543,30 @@ class CommsProtocol(FrameReceiver):
         self.messagesSent += 1
         self.bytesSent += len(frame.payload)
 
+    def writeFrames(self, data: bytes, count: int, payloadBytes: int) -> None:
+        """
+        Write C{count} whole frames, already joined into C{data} (a batch of
+        broadcasts), holding C{payloadBytes} of payload.
+
+        @raise ConnectionClosedError: the connection is closed or closing.
+        @raise SlowConsumerError: the peer's outbound limit would be exceeded.
+        """
+        self._admit(len(data))
+        if self._streaming is not None:
+            self._stream((data,))
+        else:
+            self.transport.write(data)
+        self.messagesSent += count
+        self.bytesSent += payloadBytes
+
     def _admit(self, size: int) -> None:
         """
         Check that C{size} more bytes may be written now; count them if the
-        transport is paused.
+        transport is paused. First, whatever must go before this write
+        (L{_beforeWrite}) is written.
         """
+        if self._beforeWrite is not None:
+            self._beforeWrite()
         if self._closing or self.transport is None:
             raise self._closedError()
         if self._writePaused:
@@ -614,6 +636,8 @@ class CommsProtocol(FrameReceiver):
         """
         if self._closing:
             return
+        if self._beforeWrite is not None:
+            self._beforeWrite()
         self._markClosing(reason)
         if self.transport is not None:
             if self._streaming is not None:

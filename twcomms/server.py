@@ -55,7 +55,6 @@ from twcomms.framing import (
     struct_format,
 )
 from twcomms.protocol import (
-    STREAM_ABOVE,
     CloseReason,
     CommsProtocol,
     ConnectionOptions,
@@ -282,9 +281,12 @@ class ClientRegistry(Protocol):
 
     def broadcast(self, frame: Frame, exclude: Collection[str]) -> int:
         """
-        Write C{frame} to every client whose id is not in C{exclude}; return
-        how many it was written to. A client that cannot take it (gone, or a
-        slow consumer) is skipped and logged; the others are unaffected.
+        Send C{frame} to every client whose id is not in C{exclude}, in order
+        with everything else sent to each; return how many clients it is
+        for. It may be written when the current reactor turn ends rather
+        than now (as L{LocalClientRegistry} batches). A client that cannot
+        take it (gone, or a slow consumer) is skipped and logged; the others
+        are unaffected.
         """
 
 
@@ -292,16 +294,32 @@ class LocalClientRegistry:
     """
     The clients connected to this process, in connection order.
 
+    Small broadcasts are batched per reactor turn: each one is framed once
+    and appended to the turn's batch, and when the turn ends (or before
+    anything else is written to one of these clients, or a client comes or
+    goes) the batch is joined once and written to each client in one
+    C{write}. A server that broadcasts many small messages in one turn thus
+    costs one write per client per turn, not one per client per message,
+    and every client still sees its messages in the order they were sent.
+
     Thread: the reactor thread only.
     """
 
     def __init__(self) -> None:
         self._clients: dict[str, ClientHandle] = {}
+        # This turn's small broadcasts (whole frames), for every client.
+        self._batch: list[bytes] | None = None
+        self._batchPayloadBytes = 0
 
     def add(self, client: ClientHandle) -> None:
+        # A broadcast made before this client was registered is not its.
+        self.flush()
         self._clients[client.id] = client
+        if client.protocol is not None:
+            client.protocol._beforeWrite = self.flush
 
     def remove(self, client: ClientHandle) -> None:
+        self.flush()
         self._clients.pop(client.id, None)
 
     def get(self, client_id: str) -> ClientHandle | None:
@@ -314,27 +332,69 @@ class LocalClientRegistry:
         return iter(list(self._clients.values()))
 
     def broadcast(self, frame: Frame, exclude: Collection[str]) -> int:
-        sent = 0
         parts = frame.parts
-        single = parts[0] if len(parts) == 1 else None
-        payload_size = len(frame.payload)
-        large = payload_size > STREAM_ABOVE  # streamed by writeFrame
+        if exclude or len(parts) != 1:
+            # Larger payloads (written as header and payload) and broadcasts
+            # that skip someone are written now, after this turn's batch.
+            self.flush()
+            return self._writeEach(frame, exclude)
+        recipients = 0
+        proto: CommsProtocol | None = None
+        for client in self._clients.values():
+            proto = client.protocol
+            if proto is None or proto._closing:
+                continue
+            if proto.writePaused:
+                # Its outbound limit applies frame by frame: write now.
+                self.flush()
+                return self._writeEach(frame, exclude)
+            recipients += 1
+        if recipients:
+            batch = self._batch
+            if batch is None:
+                batch = self._batch = []
+                assert proto is not None
+                clock = proto._clock or default_reactor()
+                clock.callLater(0, self.flush)
+            batch.append(parts[0])
+            self._batchPayloadBytes += len(frame.payload)
+        return recipients
+
+    def flush(self) -> None:
+        """
+        Write this turn's batched broadcasts to every client now. Called
+        when the turn ends, and before anything else is written to one of
+        these clients (so each client's messages stay in order).
+        """
+        batch = self._batch
+        if batch is None:
+            return
+        self._batch = None
+        count = len(batch)
+        payloadBytes, self._batchPayloadBytes = self._batchPayloadBytes, 0
+        data = batch[0] if count == 1 else b"".join(batch)
+        del batch
+        for client in list(self._clients.values()):
+            proto = client.protocol
+            if proto is None or proto._closing:
+                continue
+            if not proto.writePaused:
+                proto.transport.write(data)
+                proto.messagesSent += count
+                proto.bytesSent += payloadBytes
+                continue
+            try:
+                proto.writeFrames(data, count, payloadBytes)
+            except ConnectionError as e:
+                _log.warn("broadcast skipped {client}: {error}", client=client, error=e)
+
+    def _writeEach(self, frame: Frame, exclude: Collection[str]) -> int:
+        sent = 0
         for client in list(self._clients.values()):
             if client.id in exclude:
                 continue
             proto = client.protocol
             if proto is None:
-                continue
-            if not proto._closing and not proto.writePaused and not large:
-                # The common case, inlined (CommsProtocol.writeFrame's checks
-                # pass): one write of the shared frame.
-                if single is not None:
-                    proto.transport.write(single)
-                else:
-                    proto.transport.writeSequence(parts)
-                proto.messagesSent += 1
-                proto.bytesSent += payload_size
-                sent += 1
                 continue
             try:
                 proto.writeFrame(frame)
@@ -587,7 +647,9 @@ class CommsServerFactory(ServerFactory, ConnectionOptions):
 
         @param exclude: a client, an id, or several.
         @param as_value: see L{encode}.
-        @return: how many clients it was written to.
+        @return: how many clients it is sent to (small broadcasts are
+            written when the reactor turn ends, one write per client for
+            the turn's broadcasts; see L{LocalClientRegistry}).
         @raise EncodeError: the message cannot be encoded (nothing sent).
         @raise MessageTooLargeError: it is over the maximum message size.
         """
