@@ -231,6 +231,19 @@ def test_batched_broadcasts_keep_their_order_with_other_sends() -> None:
     assert inboxes[1] == ["b1", "b2", "x" * 20_000, "b4"]
 
 
+def test_a_closing_client_last_in_line_does_not_stop_the_batch() -> None:
+    clock = MemoryReactorClock()
+    server = CommsServerFactory("string", reactor=clock)
+    first, last = server.buildProtocol(None), server.buildProtocol(None)
+    first.makeConnection(StringTransport())
+    last.makeConnection(StringTransport())
+    last.close()
+    assert server.broadcast("only first") == 1
+    clock.advance(0)
+    assert reference_parse(first.transport.value()) == [b"only first"]
+    assert reference_parse(last.transport.value()) == []
+
+
 def test_a_client_gets_no_broadcast_made_before_it_connected() -> None:
     clock = MemoryReactorClock()
     server = CommsServerFactory("string", reactor=clock)

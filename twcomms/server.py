@@ -339,7 +339,7 @@ class LocalClientRegistry:
             self.flush()
             return self._writeEach(frame, exclude)
         recipients = 0
-        proto: CommsProtocol | None = None
+        recipient: CommsProtocol | None = None
         for client in self._clients.values():
             proto = client.protocol
             if proto is None or proto._closing:
@@ -349,12 +349,13 @@ class LocalClientRegistry:
                 self.flush()
                 return self._writeEach(frame, exclude)
             recipients += 1
-        if recipients:
+            recipient = proto
+        if recipient is not None:
             batch = self._batch
             if batch is None:
                 batch = self._batch = []
-                assert proto is not None
-                clock = proto._clock or default_reactor()
+                # The connections' clock: the reactor, or a test's Clock.
+                clock = recipient._clock or default_reactor()
                 clock.callLater(0, self.flush)
             batch.append(parts[0])
             self._batchPayloadBytes += len(frame.payload)
