@@ -1160,4 +1160,7 @@ class Client(_Endpoint):
         if was_open:
             self._window.close(why)
             self._closed_event.set()
-            _release(self._loop, self._pool, self)
+            # Hold the process until the callbacks queued so far (the close
+            # event among them) have run: a script whose main part has
+            # ended would otherwise exit with them undelivered.
+            self._events.put(_release, self._loop, self._pool, self)

@@ -215,6 +215,39 @@ def test_client_script_stays_alive_until_the_client_closes(run_script):
         server.close()
 
 
+def test_close_event_runs_before_the_process_exits(run_script):
+    """
+    (c'') The server closes the connection of a script whose main part has
+    ended: its close callback runs, even a slow one, before the process
+    exits.
+    """
+    server = RawServer()
+    try:
+        script = run_script(
+            f"""
+            import time
+            from twcomms.threaded import Client
+
+            def on_close(c):
+                time.sleep(0.5)  # a slow callback (the user's code)
+                print("CLOSED", flush=True)
+
+            client = Client("127.0.0.1", {server.port})
+            client.add_onclose_callback(on_close)
+            client.connect()
+            print("CONNECTED", flush=True)
+            """
+        )
+        conn = server.accept()
+        script.wait_line("CONNECTED")
+        conn.close()
+        script.wait_line("CLOSED")
+        code = script.exited_within(EXIT_WITHIN)
+        assert code == 0, script.stderr
+    finally:
+        server.close()
+
+
 def test_client_script_exits_after_client_close(run_script, make_server):
     """
     (c') The script's client closes itself (from a callback) after the main
