@@ -138,6 +138,18 @@ def test_hold_keeps_a_non_daemon_thread_until_released() -> None:
     assert loop.open_objects() == []
 
 
+def test_wait_released_returns_when_released_from_another_thread() -> None:
+    loop, _, _, _ = make()
+    held = object()
+    loop.hold(held)
+    assert not loop.wait_released(held, 0.01)
+    releaser = threading.Timer(0.05, loop.release, args=(held,))
+    releaser.start()
+    assert loop.wait_released(held, 5)
+    releaser.join()
+    assert loop.wait_released(object(), 0)  # never held
+
+
 def test_exit_closes_registered_objects_and_forgets_dead_ones() -> None:
     loop, _, _, exits = make()
     closed: list[str] = []

@@ -225,6 +225,14 @@ class EventLoop:
             self._open.discard(obj)
             self._open_changed.notify_all()
 
+    def wait_released(self, obj: Any, timeout: float | None) -> bool:
+        """
+        Wait until C{obj} is no longer held (see L{release}); C{False} if
+        C{timeout} passed first. Any thread.
+        """
+        with self._lock:
+            return self._open_changed.wait_for(lambda: obj not in self._open, timeout)
+
     def open_objects(self) -> list[Any]:
         """
         The objects held open now.

@@ -200,7 +200,7 @@ def test_connect_refused_raises_promptly_and_nothing_retries(
     assert isinstance(info.value, NotConnectedError)
     assert "refused" in str(info.value).lower()
     assert not client.connected
-    assert client not in get_event_loop().open_objects()
+    assert get_event_loop().wait_released(client, WAIT)
     assert client.wait(0)
     # Nothing keeps trying: once the port listens, no connection arrives.
     refusing_port.listen(1)
@@ -231,7 +231,7 @@ def test_background_connect_refused_closes_the_client(make_client, refusing_port
     client.connect(wait=False)
     try:
         assert client.wait(5), "Client.wait() did not return"
-        assert client not in get_event_loop().open_objects()
+        assert get_event_loop().wait_released(client, WAIT)
     finally:
         client.close(timeout=WAIT)
 
@@ -248,7 +248,7 @@ def test_reconnect_gives_up_after_max_retries(make_server, make_client):
     server.stop(timeout=WAIT)
     try:
         assert client.wait(5), "Client.wait() did not return after giving up"
-        assert client not in get_event_loop().open_objects()
+        assert get_event_loop().wait_released(client, WAIT)
     finally:
         client.close(timeout=WAIT)
 
