@@ -13,7 +13,7 @@ from twisted.internet.error import ConnectionRefusedError
 from twisted.internet.testing import MemoryReactorClock
 from twisted.python.failure import Failure
 
-from twcomms.client import CommsClientFactory, GaveUpError
+from twcomms.client import STABLE_AFTER, CommsClientFactory, GaveUpError
 from twcomms.errors import ConnectionClosedError, NotConnectedError
 from twcomms.protocol import CloseReason, CommsProtocol
 from twcomms.server import CommsServerFactory
@@ -174,6 +174,7 @@ def test_delay_resets_after_a_successful_connection() -> None:
     server = serve(net)
     net.advance(8)
     assert client.connected and log == ["connect"]
+    net.advance(STABLE_AFTER)  # the connection has proved itself
     net.break_connections()
     assert log == ["connect", "close:error"]
     (call,) = net.reactor.getDelayedCalls()
@@ -181,6 +182,32 @@ def test_delay_resets_after_a_successful_connection() -> None:
     net.advance(1)
     assert log == ["connect", "close:error", "connect"]
     assert len(server.clients) == 1
+
+
+def test_a_server_that_closes_at_once_is_retried_with_growing_delays() -> None:
+    """
+    A full server (max_clients) accepts and closes at once: each such
+    connection counts as a failed attempt, so the delay keeps growing and
+    max_retries applies, rather than retrying at initial_delay forever.
+    """
+    net = MemoryNetwork()
+    serve(net, max_clients=0)
+    client, log, _ = make(
+        net,
+        autoReconnect=True,
+        initial_delay=1,
+        factor=2,
+        max_delay=60,
+        jitter=0,
+        max_retries=4,
+    )
+    client.connectTCP("127.0.0.1", 6000)
+    net.flush()
+    for _ in range(10):
+        net.advance(100)
+    assert client.scheduled_delays == [1.0, 2.0, 4.0, 8.0]
+    assert results(client.whenStopped()) == [None]
+    assert net.reactor.getDelayedCalls() == []
 
 
 def test_reconnects_after_server_restart_and_messages_flow() -> None:

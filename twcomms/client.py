@@ -14,7 +14,9 @@ The Twisted API, client side: a reconnecting client factory.
 
 L{CommsClientFactory} is a L{ReconnectingClientFactory} with its pitfalls
 handled: the configured initial delay is really used, the delay is reset
-after each successful connection, jitter never pushes a delay past
+once a connection has stayed up for L{STABLE_AFTER} seconds (a server that
+accepts and closes at once, as a full one does, is retried with a growing
+delay, not hammered), jitter never pushes a delay past
 C{max_delay}, C{max_retries} is honoured, and L{CommsClientFactory.stop}
 stops retrying I{and} closes an established connection.
 
@@ -34,7 +36,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from twisted.internet.defer import Deferred, fail, succeed
-from twisted.internet.interfaces import IConnector
+from twisted.internet.interfaces import IConnector, IDelayedCall
 from twisted.internet.protocol import Factory, ReconnectingClientFactory
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -51,7 +53,7 @@ from twcomms.protocol import (
 )
 from twcomms.server import _call, _callbacks
 
-__all__ = ["CommsClientFactory", "GaveUpError"]
+__all__ = ["STABLE_AFTER", "CommsClientFactory", "GaveUpError"]
 
 _log = Logger()
 
@@ -106,6 +108,11 @@ class _ClientConnection:
         self.factory._disconnected(self.protocol, reason, failure)
 
 
+#: Seconds a connection must stay up before the reconnect delay and the
+#: retry count reset.
+STABLE_AFTER = 1.0
+
+
 class CommsClientFactory(ReconnectingClientFactory, ConnectionOptions):
     """
     Connects to a twcomms (or original Python Comms) server and, with
@@ -129,6 +136,8 @@ class CommsClientFactory(ReconnectingClientFactory, ConnectionOptions):
     noisy = False
 
     connection: CommsProtocol | None = None
+    # Resets the delay once the connection has lasted STABLE_AFTER seconds.
+    _stableCall: IDelayedCall | None = None
     address: tuple[str, int] | str | None = None
 
     def __init__(
@@ -170,7 +179,8 @@ class CommsClientFactory(ReconnectingClientFactory, ConnectionOptions):
             C{[0, max_delay]}, so clients that lost the same server do not
             all come back at the same instant.
         @param max_retries: give up after this many consecutive failed
-            attempts; L{None} (default): never.
+            attempts (a connection that closes within L{STABLE_AFTER}
+            seconds counts as one); L{None} (default): never.
         @param idle_timeout: close the connection when the server sends
             nothing for this long (seconds); L{None} (default): never.
         @param outbound_limit: bytes that may queue to a server that is not
@@ -415,7 +425,18 @@ class CommsClientFactory(ReconnectingClientFactory, ConnectionOptions):
 
     # -- ReconnectingClientFactory ----------------------------------------
 
+    def _stable(self) -> None:
+        self._stableCall = None
+        self.resetDelay()
+
+    def _cancelStable(self) -> None:
+        if self._stableCall is not None:
+            if self._stableCall.active():
+                self._stableCall.cancel()
+            self._stableCall = None
+
     def stopTrying(self) -> None:
+        self._cancelStable()
         super().stopTrying()  # type: ignore[no-untyped-call]
         self._stopped = True
         self._failConnectedWaiters()
@@ -423,9 +444,9 @@ class CommsClientFactory(ReconnectingClientFactory, ConnectionOptions):
 
     def resetDelay(self) -> None:
         """
-        Reset the delay and the retry count (called on each successful
-        connection). Unlike Twisted's, this never re-enables retrying after
-        L{stopTrying}.
+        Reset the delay and the retry count (called once a connection has
+        stayed up for L{STABLE_AFTER} seconds). Unlike Twisted's, this never
+        re-enables retrying after L{stopTrying}.
         """
         self.delay = self.initialDelay
         self.retries = 0
@@ -502,7 +523,7 @@ class CommsClientFactory(ReconnectingClientFactory, ConnectionOptions):
             proto.close(CloseReason.CLOSED)
             return
         self.connection = proto
-        self.resetDelay()
+        self._stableCall = self.reactor.callLater(STABLE_AFTER, self._stable)
         self._lastFailure = None
         _log.info("connected to {peer}", peer=proto.peer)
         # Callbacks first: whoever waits on whenConnected (a threaded
@@ -533,6 +554,7 @@ class CommsClientFactory(ReconnectingClientFactory, ConnectionOptions):
             )
             return
         self.connection = None
+        self._cancelStable()
         _log.info("disconnected from {peer}: {reason}", peer=proto.peer, reason=reason)
         for f in self.on_close:
             _call(f, "on_close", self, reason)
