@@ -487,6 +487,8 @@ class Server(_Endpoint):
         )
         self._lock = threading.Lock()
         self._clients: dict[str, ConnectedClient] = {}
+        # While stop() runs: the event queues of the clients it closed.
+        self._stopping_queues: list[SerialQueue] | None = None
         # One outbox for the whole server keeps each thread's sends and
         # broadcasts in the order they were made.
         self._touched: set[ConnectedClient] = set()
@@ -556,6 +558,7 @@ class Server(_Endpoint):
             if not self._started:
                 return
             self._started = False
+            self._stopping_queues = []
         try:
             try:
                 self._loop.call(
@@ -573,7 +576,30 @@ class Server(_Endpoint):
                 )
         finally:
             self._stopped.set()
+            with self._lock:
+                queues, self._stopping_queues = self._stopping_queues, None
+            self._release_after(queues or [])
+
+    def _release_after(self, queues: list[SerialQueue]) -> None:
+        # Hold the process until the close events the stop queued (one per
+        # client, each on its client's queue) have run: a script whose main
+        # part ends with stop() would otherwise exit with them undelivered.
+        if not queues:
             _release(self._loop, self._pool, self)
+            return
+        remaining = len(queues)
+        lock = threading.Lock()
+
+        def one_done() -> None:
+            nonlocal remaining
+            with lock:
+                remaining -= 1
+                last = remaining == 0
+            if last:
+                _release(self._loop, self._pool, self)
+
+        for events in queues:
+            events.put(one_done)
 
     def _stop_in_reactor(self) -> Any:
         self._outbox.flush()
@@ -729,6 +755,9 @@ class Server(_Endpoint):
         client.close_reason = reason
         client._window.close(f"disconnected ({reason})")
         client.events.put(self._close_callbacks.fire, client, client)
+        with self._lock:
+            if self._stopping_queues is not None:
+                self._stopping_queues.append(client.events)
 
 
 class Client(_Endpoint):
@@ -958,7 +987,7 @@ class Client(_Endpoint):
             self._loop.call_soon(self._factory.stop)
         finally:
             self._closed_event.set()
-            _release(self._loop, self._pool, self)
+            self._release_after_callbacks()
 
     def close(self, timeout: float | None = 10.0) -> None:
         """
@@ -995,7 +1024,13 @@ class Client(_Endpoint):
                 )
         finally:
             self._closed_event.set()
-            _release(self._loop, self._pool, self)
+            self._release_after_callbacks()
+
+    def _release_after_callbacks(self) -> None:
+        # Hold the process until the callbacks queued so far (the close
+        # event among them) have run: a script whose main part has ended
+        # would otherwise exit with them undelivered.
+        self._events.put(_release, self._loop, self._pool, self)
 
     def _close_in_reactor(self) -> Any:
         self._outbox.flush()
@@ -1160,7 +1195,4 @@ class Client(_Endpoint):
         if was_open:
             self._window.close(why)
             self._closed_event.set()
-            # Hold the process until the callbacks queued so far (the close
-            # event among them) have run: a script whose main part has
-            # ended would otherwise exit with them undelivered.
-            self._events.put(_release, self._loop, self._pool, self)
+            self._release_after_callbacks()

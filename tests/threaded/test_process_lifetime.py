@@ -248,6 +248,67 @@ def test_close_event_runs_before_the_process_exits(run_script):
         server.close()
 
 
+def test_close_event_runs_when_the_script_ends_with_close(run_script, make_server):
+    """
+    (c''') A script's last line closes its client: the close callback, even
+    a slow one, runs before the process exits.
+    """
+    server = make_server()
+    script = run_script(
+        f"""
+        import time
+        from twcomms.threaded import Client
+
+        def on_close(c):
+            time.sleep(0.5)  # a slow callback (the user's code)
+            print("CLOSED", flush=True)
+
+        client = Client("127.0.0.1", {server.port})
+        client.add_onclose_callback(on_close)
+        client.connect()
+        print("CONNECTED", flush=True)
+        client.close()
+        """
+    )
+    script.wait_line("CONNECTED")
+    script.wait_line("CLOSED")
+    code = script.exited_within(EXIT_WITHIN)
+    assert code == 0, script.stderr
+
+
+def test_close_events_run_when_the_script_ends_with_server_stop(run_script):
+    """
+    A script's last line stops its server: each client's close callback,
+    even a slow one, runs before the process exits.
+    """
+    script = run_script(
+        """
+        import threading, time
+        from twcomms.threaded import Server
+
+        connected = threading.Event()
+
+        def on_close(c):
+            time.sleep(0.5)  # a slow callback (the user's code)
+            print("CLOSED", flush=True)
+
+        server = Server("127.0.0.1", 0)
+        server.add_onconnect_callback(lambda c: connected.set())
+        server.add_onclose_callback(on_close)
+        server.start()
+        print("PORT", server.port, flush=True)
+        assert connected.wait(10)
+        server.stop()
+        """
+    )
+    port = int(script.wait_line("PORT").split()[1])
+    with raw_connect(port) as sock:
+        script.wait_line("CLOSED")
+        assert sock.recv(1) == b""  # the server closed it
+    code = script.exited_within(EXIT_WITHIN)
+    assert code == 0, script.stderr
+
+
 def test_client_script_exits_after_client_close(run_script, make_server):
     """
     (c') The script's client closes itself (from a callback) after the main
