@@ -523,7 +523,9 @@ class CommsProtocol(FrameReceiver):
         if self._streaming is not None or largest > STREAM_ABOVE:
             self._stream(parts)
         else:
-            self.transport.writeSequence(parts)
+            # One joined write: Twisted's writeSequence loops over the parts
+            # twice in Python, and its doWrite joins them anyway.
+            self.transport.write(b"".join(parts))
         self.messagesSent += len(strings)
         self.bytesSent += total
 

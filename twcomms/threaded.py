@@ -39,6 +39,7 @@ import socket
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from threading import get_ident
 from typing import Any
 
 from twisted.internet.interfaces import IReactorSocket
@@ -317,13 +318,15 @@ class ConnectedClient:
         server = self._server
         factory = server._factory
         payload = factory.codec.encode(message)
-        check_size(len(payload), factory.max_message_size)
+        size = len(payload)
+        if size > factory.max_message_size:
+            check_size(size, factory.max_message_size)  # raises, with the message
         try:
-            if server._loop.in_reactor_thread():
+            if get_ident() == server._loop._reactor_ident:
                 # Never wait on the reactor thread: it drains the window.
-                self._window.add(len(payload) + 4)
+                self._window.add(size + 4)
             else:
-                self._window.acquire(len(payload) + 4, self._describe)
+                self._window.acquire(size + 4, self._describe)
         except ConnectionClosedError:
             raise ClientGoneError(self.id) from None
         server._outbox.put((self, payload))
@@ -1094,10 +1097,14 @@ class Client(_Endpoint):
             raise ConnectionClosedError(
                 f"client to {self._where()}: {self._closed_why}; nothing was sent"
             )
-        payload = self._factory.codec.encode(message)
-        check_size(len(payload), self._factory.max_message_size)
-        size = len(payload) + 4
-        if self._loop.in_reactor_thread():
+        factory = self._factory
+        payload = factory.codec.encode(message)
+        size = len(payload)
+        if size > factory.max_message_size:
+            check_size(size, factory.max_message_size)  # raises, with the message
+        size += 4
+        # (EventLoop.in_reactor_thread, inlined: this is the per-message path.)
+        if get_ident() == self._loop._reactor_ident:
             # Never wait on the reactor thread: it is what drains the window.
             self._window.add(size)
         elif self._connected:
