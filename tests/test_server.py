@@ -560,6 +560,52 @@ def test_stop_fires_with_none_and_listen_again_serves_normally() -> None:
     assert late.connected and len(server.clients) == 1
 
 
+def _tls_handshaking(
+    **kw: Any,
+) -> tuple[MemoryReactorClock, CommsProtocol, Events, TCPStringTransport]:
+    from twisted.internet.interfaces import INegotiated
+    from zope.interface import directlyProvides
+
+    clock = MemoryReactorClock()
+    server = CommsServerFactory(reactor=clock, **kw)
+    events = Events(server)
+    proto = server.buildProtocol(None)
+    t = TCPStringTransport()
+    directlyProvides(t, INegotiated)  # a TLS connection, handshake pending
+    proto.makeConnection(t)
+    return clock, proto, events, t
+
+
+def test_a_tls_handshake_that_never_completes_is_aborted() -> None:
+    clock, proto, events, t = _tls_handshaking(handshake_timeout=5)
+    clock.advance(4.9)
+    assert not t.disconnecting
+    with capturedLogs() as logged:
+        clock.advance(0.2)
+    assert t.disconnecting
+    assert proto.closeReason is CloseReason.HANDSHAKE_TIMEOUT
+    assert any("handshake timeout" in e["log_format"] for e in logged)
+    assert events.connected == []
+
+
+def test_a_completed_handshake_stops_the_handshake_timer() -> None:
+    clock, proto, events, t = _tls_handshaking()  # the default: 10 s
+    clock.advance(9)
+    proto.handshakeCompleted()
+    clock.advance(60)
+    assert not t.disconnecting
+    assert len(events.connected) == 1
+    assert clock.getDelayedCalls() == []
+
+
+def test_handshake_timeout_none_and_validation() -> None:
+    clock, proto, _, t = _tls_handshaking(handshake_timeout=None)
+    clock.advance(3600)
+    assert not t.disconnecting
+    with pytest.raises(ValueError, match="handshake_timeout"):
+        CommsServerFactory(handshake_timeout=-1)
+
+
 def test_stop_aborts_connections_that_are_not_clients_yet() -> None:
     from twisted.internet.interfaces import INegotiated
     from zope.interface import directlyProvides

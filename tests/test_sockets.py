@@ -691,6 +691,28 @@ def test_tls_port_refuses_plain_tcp(cleanup: Cleanup, tls: TLSFiles) -> Any:
     assert client.connection is None
 
 
+@tls_warnings
+@pytest_twisted.inlineCallbacks
+def test_tls_port_aborts_a_peer_that_never_handshakes(
+    cleanup: Cleanup, tls: TLSFiles
+) -> Any:
+    """
+    A peer that opens a TCP connection to the TLS port and says nothing is
+    aborted after the handshake timeout, and never becomes a client.
+    """
+    connects = Events()
+    server, port = yield start_server(
+        cleanup, tls.ssl_description(), handshake_timeout=0.3, on_connect=connects
+    )
+    peer = yield connect_raw(cleanup, port)
+    yield peer.when_lost()
+    [server_side] = yield server.built_events.wait(1)
+    yield bounded(server_side.receiver.when_closed())
+    assert server_side.closeReason is CloseReason.HANDSHAKE_TIMEOUT
+    assert len(connects) == 0
+    assert len(server.clients) == 0
+
+
 # -- reconnection -------------------------------------------------------------
 
 

@@ -45,6 +45,7 @@ from twcomms.codecs import Codec
 from twcomms.errors import DecodeError, NotConnectedError
 from twcomms.framing import DEFAULT_MAX_MESSAGE_SIZE
 from twcomms.protocol import (
+    DEFAULT_HANDSHAKE_TIMEOUT,
     CloseReason,
     CommsProtocol,
     ConnectionOptions,
@@ -153,6 +154,7 @@ class CommsClientFactory(ReconnectingClientFactory, ConnectionOptions):
         jitter: float = 0.12,
         max_retries: int | None = None,
         idle_timeout: float | None = None,
+        handshake_timeout: float | None = DEFAULT_HANDSHAKE_TIMEOUT,
         outbound_limit: int | None = None,
         slow_consumer_policy: SlowConsumerPolicy | str = SlowConsumerPolicy.CLOSE,
         reactor: Any = None,
@@ -183,6 +185,9 @@ class CommsClientFactory(ReconnectingClientFactory, ConnectionOptions):
             seconds counts as one); L{None} (default): never.
         @param idle_timeout: close the connection when the server sends
             nothing for this long (seconds); L{None} (default): never.
+        @param handshake_timeout: over TLS, abort a connection whose
+            handshake has not completed after this many seconds (close
+            reason C{handshake timeout}); L{None}: never. Default 10.
         @param outbound_limit: bytes that may queue to a server that is not
             reading; default C{max_message_size} + 1 MiB.
         @param slow_consumer_policy: C{"close"} (default) or C{"raise"}.
@@ -197,6 +202,7 @@ class CommsClientFactory(ReconnectingClientFactory, ConnectionOptions):
             idle_timeout,
             outbound_limit,
             slow_consumer_policy,
+            handshake_timeout,
         )
         if not 0 <= initial_delay <= max_delay:
             raise ValueError(

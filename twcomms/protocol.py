@@ -53,6 +53,7 @@ from twcomms.framing import (
 )
 
 __all__ = [
+    "DEFAULT_HANDSHAKE_TIMEOUT",
     "DEFAULT_OUTBOUND_HEADROOM",
     "CloseReason",
     "CommsProtocol",
@@ -77,6 +78,8 @@ class CloseReason(str, enum.Enum):
     OVERSIZE = "oversize"
     #: The peer sent nothing for longer than the idle timeout.
     IDLE_TIMEOUT = "idle timeout"
+    #: The TLS handshake did not complete within the handshake timeout.
+    HANDSHAKE_TIMEOUT = "handshake timeout"
     #: The peer did not read fast enough; its outbound limit was exceeded.
     SLOW_CONSUMER = "slow consumer"
     #: The server was stopping.
@@ -148,6 +151,12 @@ _STREAM_SLICE = 1024 * 1024
 
 #: The default outbound limit is the maximum message size plus this.
 DEFAULT_OUTBOUND_HEADROOM = 1024 * 1024
+
+#: Seconds a TLS connection may take to complete its handshake before it is
+#: aborted (close reason C{handshake timeout}): a peer that opens a TLS
+#: connection and says nothing is not a client yet, and would otherwise be
+#: held, uncounted by C{max_clients}, for as long as it likes.
+DEFAULT_HANDSHAKE_TIMEOUT = 10.0
 
 
 def default_reactor() -> Any:
@@ -285,6 +294,10 @@ class CommsProtocol(FrameReceiver):
     _closeWhenStreamed = False
     _writePaused = False
     _queuedWhilePaused = 0
+    #: Seconds a TLS handshake may take (L{DEFAULT_HANDSHAKE_TIMEOUT});
+    #: L{None}: no limit. Set by the factories from C{handshake_timeout}.
+    handshakeTimeout: float | None = DEFAULT_HANDSHAKE_TIMEOUT
+    _handshakeCall: IDelayedCall | None = None
 
     def __init__(
         self,
@@ -374,12 +387,35 @@ class CommsProtocol(FrameReceiver):
         if not INegotiated.providedBy(self.transport):
             self._started = True
             self.receiver.startReceivingMessages(self)
+        elif self.handshakeTimeout is not None:
+            if self._clock is None:
+                self._clock = default_reactor()
+            self._handshakeCall = self._clock.callLater(
+                self.handshakeTimeout, self._handshakeTimedOut
+            )
+
+    def _handshakeTimedOut(self) -> None:
+        self._handshakeCall = None
+        self._log.warn(
+            "closing connection from {peer}: its TLS handshake did not "
+            "complete within {timeout} seconds (handshake timeout)",
+            peer=_peer(self),
+            timeout=self.handshakeTimeout,
+        )
+        self.abort(CloseReason.HANDSHAKE_TIMEOUT)
+
+    def _stopHandshakeTimer(self) -> None:
+        if self._handshakeCall is not None:
+            if self._handshakeCall.active():
+                self._handshakeCall.cancel()
+            self._handshakeCall = None
 
     def handshakeCompleted(self) -> None:
         """
         Over TLS, the connection counts as made once the handshake is done:
         a peer whose certificate is refused never becomes a client.
         """
+        self._stopHandshakeTimer()
         if not self._started and not self._closing:
             self._started = True
             self.receiver.startReceivingMessages(self)
@@ -690,6 +726,7 @@ class CommsProtocol(FrameReceiver):
         self._closing = True
         self._streaming = None
         self._stopIdleTimer()
+        self._stopHandshakeTimer()
         if self.closeReason is None:
             self.closeReason = (
                 CloseReason.PEER_CLOSED
@@ -721,6 +758,7 @@ class ConnectionOptions:
     @ivar byteOrder: C{"little"} or C{"big"}.
     @ivar max_message_size: largest payload accepted or sent.
     @ivar idle_timeout: seconds of silence before closing, or L{None}.
+    @ivar handshake_timeout: seconds a TLS handshake may take, or L{None}.
     @ivar outbound_limit: bytes that may queue to a peer that does not read.
     @ivar slow_consumer_policy: what happens past it.
     """
@@ -729,6 +767,7 @@ class ConnectionOptions:
     byteOrder: str
     max_message_size: int
     idle_timeout: float | None
+    handshake_timeout: float | None = DEFAULT_HANDSHAKE_TIMEOUT
     outbound_limit: int | None
     slow_consumer_policy: SlowConsumerPolicy
 
@@ -740,12 +779,16 @@ class ConnectionOptions:
         idle_timeout: float | None,
         outbound_limit: int | None,
         slow_consumer_policy: SlowConsumerPolicy | str,
+        handshake_timeout: float | None = DEFAULT_HANDSHAKE_TIMEOUT,
     ) -> None:
         self.codec = get_codec(messageDataType)
         struct_format(byteOrder)  # validates
         self.byteOrder = byteOrder
         self.max_message_size = validate_max_message_size(max_message_size)
         self.idle_timeout = validate_timeout(idle_timeout, "idle_timeout")
+        self.handshake_timeout = validate_timeout(
+            handshake_timeout, "handshake_timeout"
+        )
         self.outbound_limit = validate_outbound_limit(
             self.max_message_size + DEFAULT_OUTBOUND_HEADROOM
             if outbound_limit is None
@@ -757,7 +800,7 @@ class ConnectionOptions:
     def _buildCommsProtocol(
         self, receiver: MessageReceiver, clock: IReactorTime | None
     ) -> CommsProtocol:
-        return CommsProtocol(
+        proto = CommsProtocol(
             receiver,
             self.codec,
             self.byteOrder,
@@ -767,3 +810,5 @@ class ConnectionOptions:
             slow_consumer_policy=self.slow_consumer_policy,
             clock=clock,
         )
+        proto.handshakeTimeout = self.handshake_timeout
+        return proto

@@ -55,6 +55,7 @@ from twcomms.framing import (
     struct_format,
 )
 from twcomms.protocol import (
+    DEFAULT_HANDSHAKE_TIMEOUT,
     CloseReason,
     CommsProtocol,
     ConnectionOptions,
@@ -438,6 +439,7 @@ class CommsServerFactory(ServerFactory, ConnectionOptions):
         max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
         max_clients: int | None = None,
         idle_timeout: float | None = None,
+        handshake_timeout: float | None = DEFAULT_HANDSHAKE_TIMEOUT,
         outbound_limit: int | None = None,
         slow_consumer_policy: SlowConsumerPolicy | str = SlowConsumerPolicy.CLOSE,
         registry: ClientRegistry | None = None,
@@ -456,6 +458,9 @@ class CommsServerFactory(ServerFactory, ConnectionOptions):
             with a logged reason. L{None} (default): no limit.
         @param idle_timeout: close clients that send nothing for this many
             seconds. L{None} (default): never.
+        @param handshake_timeout: over TLS, abort a connection whose
+            handshake has not completed after this many seconds (close
+            reason C{handshake timeout}); L{None}: never. Default 10.
         @param outbound_limit: bytes that may be queued to a client that is
             not reading (while its transport asks us to pause); at least
             C{max_message_size + 4}. Default: C{max_message_size} + 1 MiB.
@@ -478,6 +483,7 @@ class CommsServerFactory(ServerFactory, ConnectionOptions):
             idle_timeout,
             outbound_limit,
             slow_consumer_policy,
+            handshake_timeout,
         )
         self._structFormat = struct_format(byteOrder)
         if max_clients is not None and (
