@@ -75,7 +75,10 @@ _JOIN_LIMIT: Final = 16 * 1024
 #: While a payload over L{LARGE_READ_SIZE} is arriving, a TCP or UNIX
 #: transport reads up to this many bytes at a time instead of Twisted's
 #: 64 KiB (fewer, larger reads; measured in C{benchmarks.peers} scenario D).
-#: Other connections wait for at most one such read.
+#: Other connections wait for at most one such read. (Twisted's
+#: C{bufferSize} is also the write buffer size over which it pauses a
+#: producer, so meanwhile up to this much may queue before the peer counts
+#: as not reading; the outbound limit still applies.)
 LARGE_READ_SIZE: Final = 1024 * 1024
 
 _STRUCTS: dict[str, struct.Struct] = {}
