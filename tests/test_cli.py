@@ -12,14 +12,25 @@ L{tests.procs}).
 
 from __future__ import annotations
 
+import io
 import re
 import shlex
 import signal
 import socket
+import struct
+import tracemalloc
 from collections.abc import Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 import pytest
+from twisted.internet.defer import ensureDeferred
+from twisted.internet.testing import StringTransport
+from twisted.python.failure import Failure
+
+from twcomms.cli import _send_file
+from twcomms.client import CommsClientFactory
+from twcomms.protocol import CommsProtocol
 
 from .procs import (
     PYTHON,
@@ -481,3 +492,81 @@ def test_send_refuses_invalid_json_before_connecting(cwd: Path) -> None:
     assert result.returncode == 2, result
     assert "not valid JSON" in result.stderr and "--type string" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+# -- sending a file, in process (no sockets) -----------------------------------
+
+
+class _CountingTransport(StringTransport):
+    """
+    Counts what is written and keeps only the first bytes (the header).
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.written = 0
+        self.head = b""
+
+    def write(self, data: bytes) -> None:
+        if not self.head:
+            self.head = data
+        self.written += len(data)
+
+
+def _file_sender(transport: StringTransport) -> CommsProtocol:
+    proto = CommsClientFactory("binary", max_message_size=1 << 30).buildProtocol(None)
+    proto.makeConnection(transport)
+    return proto
+
+
+def test_send_file_streams_a_regular_file(tmp_path: Path) -> None:
+    size = 32 * 1024 * 1024
+    path = tmp_path / "big.bin"
+    with open(path, "wb") as f:
+        f.truncate(size)  # sparse: no memory to write it
+    t = _CountingTransport()
+    proto = _file_sender(t)
+    tracemalloc.start()
+    try:
+        with open(path, "rb") as f:
+            done = ensureDeferred(_send_file(proto, f, "little", io.StringIO()))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert done.called and done.result is None
+    assert t.head == struct.pack("<I", size)
+    assert t.written == 4 + size
+    assert proto.messagesSent == 1
+    assert peak < 4 * 1024 * 1024, peak  # 1 MiB slices, not the whole file
+
+
+def test_send_file_that_shrinks_aborts_with_a_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "shrinks.bin"
+    path.write_bytes(b"x" * (3 * 1024 * 1024))
+
+    class Shrinking(io.RawIOBase):
+        # fstat says 3 MiB; reading stops after 1 MiB (truncated meanwhile).
+        def __init__(self, real: BinaryIO) -> None:
+            self.real = real
+            self.left = 1024 * 1024
+
+        def fileno(self) -> int:
+            return self.real.fileno()
+
+        def read(self, n: int = -1) -> bytes:
+            n = min(n, self.left)
+            self.left -= n
+            return b"x" * n
+
+    t = _CountingTransport()
+    proto = _file_sender(t)
+    with open(path, "rb") as real:
+        done = ensureDeferred(
+            _send_file(proto, Shrinking(real), "little", io.StringIO())  # type: ignore[arg-type]
+        )
+    failures: list[Failure] = []
+    done.addErrback(failures.append)
+    assert failures and "shrank" in str(failures[0].value)
+    assert "1048576 of 3145728" in str(failures[0].value)
+    assert t.disconnecting  # aborted: the receiver drops the partial message
+    assert t.written == 4 + 1024 * 1024

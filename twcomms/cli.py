@@ -17,10 +17,13 @@ that already run one.
 from __future__ import annotations
 
 import argparse
+import io
 import json
+import os
+import stat
 import sys
 from collections.abc import Sequence
-from typing import Any, TextIO
+from typing import Any, BinaryIO, TextIO
 
 from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.python import usage
@@ -273,8 +276,7 @@ async def _send(reactor: Any, args: argparse.Namespace) -> None:
     try:
         if args.file is not None:
             with open(args.file, "rb") as f:
-                data = f.read()
-            await _send_large(proto, data, args.byte_order, sys.stderr)
+                await _send_file(proto, f, args.byte_order, sys.stderr)
         elif args.message == "-":
             for line in sys.stdin:
                 proto.sendMessage(_as_message(line.rstrip("\r\n"), args.type))
@@ -302,40 +304,61 @@ async def _close(client: CommsClientFactory) -> CloseReason | None:
     return proto.closeReason if proto is not None else await disconnected
 
 
-async def _send_large(
-    proto: CommsProtocol, data: bytes, byte_order: str, err: TextIO
+async def _send_file(
+    proto: CommsProtocol, f: BinaryIO, byte_order: str, err: TextIO
 ) -> None:
     """
-    Send C{data} as one binary message, in slices as the socket drains, with
-    a progress bar on a terminal. Nothing else writes on C{proto} meanwhile.
+    Send the file C{f} as one binary message, read and written in 1 MiB
+    slices as the socket drains (a regular file is never held in memory
+    whole), with a progress bar on a terminal. Nothing else writes on
+    C{proto} meanwhile.
     """
-    if len(data) > proto.MAX_LENGTH:
+    st = os.fstat(f.fileno())
+    if stat.S_ISREG(st.st_mode):
+        size = st.st_size
+        read = f.read
+    else:
+        # A pipe or a device: its size is known only once it is read.
+        whole = f.read()
+        size = len(whole)
+        read = io.BytesIO(whole).read
+    if size > proto.MAX_LENGTH:
         raise _Failed(
-            f"{len(data)} bytes is over the maximum message size of "
+            f"{size} bytes is over the maximum message size of "
             f"{proto.MAX_LENGTH}; raise --max-message-size (the receiver must "
             f"accept it too)"
         )
-    show = err.isatty() and len(data) >= 1 << 20
-    view = memoryview(data)
+    show = err.isatty() and size >= 1 << 20
     step = 1 << 20
-    proto.transport.write(frame_header(len(data), byte_order))
-    for offset in range(0, len(data), step):
-        proto.transport.write(bytes(view[offset : offset + step]))
+    proto.transport.write(frame_header(size, byte_order))
+    done = 0
+    while done < size:
+        chunk = read(min(step, size - done))
+        if not chunk:
+            # The header promised more: the frame cannot be completed. Abort,
+            # so the receiver discards the partial message (a graceful close
+            # would leave it waiting for the rest).
+            proto.abort(CloseReason.CLOSED)
+            raise _Failed(
+                f"the file shrank while it was being sent ({done} of {size} "
+                f"bytes); the connection was aborted and nothing was delivered"
+            )
+        proto.transport.write(chunk)
+        done += len(chunk)
         if proto.writePaused:
             await proto.whenDrained()
         if show:
-            done = min(offset + step, len(data))
             width = 40
-            filled = width * done // len(data)
+            filled = width * done // size
             err.write(
                 f"\r[{'#' * filled}{'.' * (width - filled)}] "
-                f"{done / (1 << 20):.1f}/{len(data) / (1 << 20):.1f} MiB"
+                f"{done / (1 << 20):.1f}/{size / (1 << 20):.1f} MiB"
             )
             err.flush()
     if show:
         err.write("\n")
     proto.messagesSent += 1
-    proto.bytesSent += len(data)
+    proto.bytesSent += size
 
 
 async def _listen(reactor: Any, args: argparse.Namespace) -> None:
