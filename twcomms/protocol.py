@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import collections
 import enum
-import struct
 from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
@@ -48,6 +47,7 @@ from twcomms.framing import (
     Frame,
     FrameReceiver,
     _peer,
+    _struct,
     check_size,
     struct_format,
 )
@@ -255,9 +255,11 @@ class _WriteMonitor:
             proto._pump()
             if proto._writePaused or proto._streaming is not None:
                 return
-        waiters, proto._drainWaiters = proto._drainWaiters, []
-        for d in waiters:
-            d.callback(None)
+        waiters = proto._drainWaiters
+        if waiters:
+            proto._drainWaiters = None
+            for d in waiters:
+                d.callback(None)
 
     def stopProducing(self) -> None:
         pass
@@ -294,6 +296,8 @@ class CommsProtocol(FrameReceiver):
     _closeWhenStreamed = False
     _writePaused = False
     _queuedWhilePaused = 0
+    # whenDrained() waiters; a list only while someone waits.
+    _drainWaiters: list[Deferred[None]] | None = None
     #: Seconds a TLS handshake may take (L{DEFAULT_HANDSHAKE_TIMEOUT});
     #: L{None}: no limit. Set by the factories from C{handshake_timeout}.
     handshakeTimeout: float | None = DEFAULT_HANDSHAKE_TIMEOUT
@@ -331,7 +335,7 @@ class CommsProtocol(FrameReceiver):
         self._decode = self.codec.decode
         self._encode = self.codec.encode
         self.structFormat = struct_format(byteOrder)
-        self._packHeader = struct.Struct(self.structFormat).pack
+        self._packHeader = _struct(self.structFormat).pack  # shared per format
         self.MAX_LENGTH = validate_max_message_size(max_message_size)
         self.outboundLimit = validate_outbound_limit(outbound_limit, self.MAX_LENGTH)
         self.slowConsumerPolicy = SlowConsumerPolicy(slow_consumer_policy)
@@ -343,7 +347,6 @@ class CommsProtocol(FrameReceiver):
         self.messagesSent = 0
         self.bytesSent = 0
         self.decodeErrors = 0
-        self._drainWaiters: list[Deferred[None]] = []
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} peer={_peer(self)} codec={self.codec.name}>"
@@ -375,6 +378,8 @@ class CommsProtocol(FrameReceiver):
         if self._closing and self._streaming is None:
             return fail(self._closedError())
         d: Deferred[None] = Deferred()
+        if self._drainWaiters is None:
+            self._drainWaiters = []
         self._drainWaiters.append(d)
         return d
 
@@ -743,8 +748,8 @@ class CommsProtocol(FrameReceiver):
             )
             self._dropPartialFrame()
         self._stash = None
-        waiters, self._drainWaiters = self._drainWaiters, []
-        for d in waiters:
+        waiters, self._drainWaiters = self._drainWaiters, None
+        for d in waiters or ():
             d.errback(self._closedError())
         self.receiver.stopReceivingMessages(self.closeReason, reason)
 

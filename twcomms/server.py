@@ -118,7 +118,8 @@ class ClientHandle:
         self.close_failure: Failure | None = None
         self.protocol: CommsProtocol | None = None
         self._registered = False
-        self._lost: list[Deferred[None]] = []
+        # when_closed() waiters; a list only while someone waits.
+        self._lost: list[Deferred[None]] | None = None
 
     def __repr__(self) -> str:
         state = "connected" if self.connected else f"closed: {self.close_reason}"
@@ -197,6 +198,8 @@ class ClientHandle:
         if self.close_failure is not None:
             return succeed(None)
         d: Deferred[None] = Deferred()
+        if self._lost is None:
+            self._lost = []
         self._lost.append(d)
         return d
 
@@ -240,8 +243,8 @@ class ClientHandle:
         self.close_reason = reason
         self.close_failure = failure
         self.factory._clientDisconnected(self, reason, failure)
-        waiters, self._lost = self._lost, []
-        for d in waiters:
+        waiters, self._lost = self._lost, None
+        for d in waiters or ():
             d.callback(None)
 
 
@@ -311,13 +314,15 @@ class LocalClientRegistry:
         # This turn's small broadcasts (whole frames), for every client.
         self._batch: list[bytes] | None = None
         self._batchPayloadBytes = 0
+        # One bound method for every protocol's _beforeWrite hook.
+        self._flush = self.flush
 
     def add(self, client: ClientHandle) -> None:
         # A broadcast made before this client was registered is not its.
         self.flush()
         self._clients[client.id] = client
         if client.protocol is not None:
-            client.protocol._beforeWrite = self.flush
+            client.protocol._beforeWrite = self._flush
 
     def remove(self, client: ClientHandle) -> None:
         self.flush()
