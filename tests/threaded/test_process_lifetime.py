@@ -215,6 +215,27 @@ def test_client_script_stays_alive_until_the_client_closes(run_script):
         server.close()
 
 
+def _slow_close_client_script(port: int, last_line: str = "") -> str:
+    """
+    A script that connects a client with a slow close callback (printing
+    CLOSED), prints CONNECTED, then runs C{last_line} and ends.
+    """
+    return f"""
+        import time
+        from twcomms.threaded import Client
+
+        def on_close(c):
+            time.sleep(0.5)  # a slow callback (the user's code)
+            print("CLOSED", flush=True)
+
+        client = Client("127.0.0.1", {port})
+        client.add_onclose_callback(on_close)
+        client.connect()
+        print("CONNECTED", flush=True)
+        {last_line}
+        """
+
+
 def test_close_event_runs_before_the_process_exits(run_script):
     """
     (c'') The server closes the connection of a script whose main part has
@@ -223,21 +244,7 @@ def test_close_event_runs_before_the_process_exits(run_script):
     """
     server = RawServer()
     try:
-        script = run_script(
-            f"""
-            import time
-            from twcomms.threaded import Client
-
-            def on_close(c):
-                time.sleep(0.5)  # a slow callback (the user's code)
-                print("CLOSED", flush=True)
-
-            client = Client("127.0.0.1", {server.port})
-            client.add_onclose_callback(on_close)
-            client.connect()
-            print("CONNECTED", flush=True)
-            """
-        )
+        script = run_script(_slow_close_client_script(server.port))
         conn = server.accept()
         script.wait_line("CONNECTED")
         conn.close()
@@ -254,22 +261,7 @@ def test_close_event_runs_when_the_script_ends_with_close(run_script, make_serve
     a slow one, runs before the process exits.
     """
     server = make_server()
-    script = run_script(
-        f"""
-        import time
-        from twcomms.threaded import Client
-
-        def on_close(c):
-            time.sleep(0.5)  # a slow callback (the user's code)
-            print("CLOSED", flush=True)
-
-        client = Client("127.0.0.1", {server.port})
-        client.add_onclose_callback(on_close)
-        client.connect()
-        print("CONNECTED", flush=True)
-        client.close()
-        """
-    )
+    script = run_script(_slow_close_client_script(server.port, "client.close()"))
     script.wait_line("CONNECTED")
     script.wait_line("CLOSED")
     code = script.exited_within(EXIT_WITHIN)
