@@ -50,6 +50,7 @@ from twcomms.protocol import (
     CommsProtocol,
     ConnectionOptions,
     SlowConsumerPolicy,
+    cancel_call,
     default_reactor,
 )
 from twcomms.server import _call, _callbacks
@@ -440,10 +441,8 @@ class CommsClientFactory(ReconnectingClientFactory, ConnectionOptions):
         self.resetDelay()
 
     def _cancelStable(self) -> None:
-        if self._stableCall is not None:
-            if self._stableCall.active():
-                self._stableCall.cancel()
-            self._stableCall = None
+        cancel_call(self._stableCall)
+        self._stableCall = None
 
     def stopTrying(self) -> None:
         self._cancelStable()

@@ -159,6 +159,15 @@ DEFAULT_OUTBOUND_HEADROOM = 1024 * 1024
 DEFAULT_HANDSHAKE_TIMEOUT = 10.0
 
 
+def cancel_call(call: IDelayedCall | None) -> None:
+    """
+    Cancel C{call} (a timer) if it is still pending; nothing if it is
+    L{None}, has run, or was cancelled.
+    """
+    if call is not None and call.active():
+        call.cancel()
+
+
 def default_reactor() -> Any:
     """
     The global reactor, imported only when first needed (importing twcomms
@@ -410,10 +419,8 @@ class CommsProtocol(FrameReceiver):
         self.abort(CloseReason.HANDSHAKE_TIMEOUT)
 
     def _stopHandshakeTimer(self) -> None:
-        if self._handshakeCall is not None:
-            if self._handshakeCall.active():
-                self._handshakeCall.cancel()
-            self._handshakeCall = None
+        cancel_call(self._handshakeCall)
+        self._handshakeCall = None
 
     def handshakeCompleted(self) -> None:
         """
@@ -433,10 +440,8 @@ class CommsProtocol(FrameReceiver):
         self._idleCall = self._clock.callLater(self.idleTimeout, self._idleTimedOut)
 
     def _stopIdleTimer(self) -> None:
-        if self._idleCall is not None:
-            if self._idleCall.active():
-                self._idleCall.cancel()
-            self._idleCall = None
+        cancel_call(self._idleCall)
+        self._idleCall = None
 
     def _idleTimedOut(self) -> None:
         self._idleCall = None
@@ -772,7 +777,7 @@ class ConnectionOptions:
     byteOrder: str
     max_message_size: int
     idle_timeout: float | None
-    handshake_timeout: float | None = DEFAULT_HANDSHAKE_TIMEOUT
+    handshake_timeout: float | None
     outbound_limit: int | None
     slow_consumer_policy: SlowConsumerPolicy
 

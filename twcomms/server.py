@@ -385,11 +385,6 @@ class LocalClientRegistry:
             proto = client.protocol
             if proto is None or proto._closing:
                 continue
-            if not proto.writePaused:
-                proto.transport.write(data)
-                proto.messagesSent += count
-                proto.bytesSent += payloadBytes
-                continue
             try:
                 proto.writeFrames(data, count, payloadBytes)
             except ConnectionError as e:
