@@ -96,12 +96,14 @@ class EventLoop:
             else:
                 from twisted.internet import reactor
             self.reactor = reactor
+            # Twisted's log events reach stdlib logging, unless the program
+            # has begun Twisted logging itself (twistd, a Twisted program).
+            _bridge_logging()
             if reactor.running:
                 self.owns_thread = False
                 self._reactor_ident = threadable.ioThread
             else:
                 self.owns_thread = True
-                _bridge_logging()
                 running = threading.Event()
 
                 def started() -> None:
@@ -347,7 +349,9 @@ class _StdlibBridge:
 def _bridge_logging() -> None:
     """
     For threaded users: Twisted's log events go to stdlib C{logging}. Done
-    only if nobody has begun Twisted logging (a Twisted program has its own).
+    only if nobody has begun Twisted logging (a Twisted program that has
+    its own keeps it; one that never began logging, like a reactor run by
+    pytest-twisted, gets the bridge).
     """
     if getattr(globalLogBeginner, "_temporaryObserver", None) is None:
         return

@@ -2,13 +2,11 @@
 Fixtures for the threaded API tests.
 
 These tests call the threaded API's blocking methods, which raise on the
-reactor thread, where pytest-twisted runs every test. They run in their own
-invocation without that plugin, where the library starts its own reactor
-thread (the path under test):
-
-    python -m pytest -p no:twisted tests/threaded
-
-In a session where pytest-twisted is active they are skipped.
+reactor thread, where pytest-twisted runs every test. Every test here is
+marked C{blocking} (see the root conftest.py): it runs on a worker thread
+while pytest-twisted's reactor runs, which the threaded API then uses.
+Without pytest-twisted (C{python -m pytest -p no:twisted tests/threaded})
+they run as plain tests and the library starts its own reactor thread.
 
 The reactor is process-wide and cannot be restarted: nothing here stops it.
 Every Server and Client a test makes is stopped/closed by a finalizer, and

@@ -1,7 +1,7 @@
 """
 The original's chat example run as scripts, and threaded options not
 covered elsewhere: adopting a connected socket, TLS, endpoint descriptions.
-Run with ``python -m pytest -p no:twisted tests/threaded``.
+Blocking tests: see the root conftest.py.
 """
 
 from __future__ import annotations

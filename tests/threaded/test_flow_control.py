@@ -1,7 +1,6 @@
 """
 Flow control through the threaded API, over 127.0.0.1: bounded memory, no
-silent loss, clean shutdown. Run with ``python -m pytest -p no:twisted
-tests/threaded`` (the library starts its own reactor thread).
+silent loss, clean shutdown. Blocking tests: see the root conftest.py.
 """
 
 from __future__ import annotations

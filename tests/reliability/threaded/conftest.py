@@ -1,11 +1,7 @@
 """
-Reliability tests of the threaded API. They call blocking methods, which
-refuse to run on the reactor thread where pytest-twisted runs every test,
-so they run in the threaded invocation:
-
-    python -m pytest -p no:twisted tests/threaded tests/reliability/threaded
-
-(the root conftest leaves any C{threaded} directory out of the main run).
+Reliability tests of the threaded API. They call blocking methods, so
+they are marked C{blocking} and run off the reactor thread (see the root
+conftest.py).
 """
 
 from __future__ import annotations
