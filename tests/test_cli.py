@@ -28,9 +28,9 @@ from twisted.internet.defer import ensureDeferred
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 
-from twcomms.cli import _send_file
 from twcomms.client import CommsClientFactory
-from twcomms.protocol import CommsProtocol
+from twcomms.connection.protocol import CommsProtocol
+from twcomms.ops.cli import _send_file
 
 from .procs import (
     PYTHON,

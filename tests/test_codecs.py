@@ -1,5 +1,5 @@
 """
-Tests for L{twcomms.codecs}: every codec rule and edge case, and value
+Tests for L{twcomms.wire.codecs}: every codec rule and edge case, and value
 equality with the original library's encoding.
 """
 
@@ -13,18 +13,18 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tests.helpers import original_decode, original_encode
-from twcomms.codecs import (
-    DATA_TYPES,
-    BinaryCodec,
-    JSONCodec,
-    StringCodec,
-    get_codec,
-)
 from twcomms.errors import (
     DecodeError,
     EncodeError,
     InvalidJSONError,
     UnsupportedTypeError,
+)
+from twcomms.wire.codecs import (
+    DATA_TYPES,
+    BinaryCodec,
+    JSONCodec,
+    StringCodec,
+    get_codec,
 )
 
 json_values = st.recursive(

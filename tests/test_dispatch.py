@@ -1,5 +1,5 @@
 """
-Tests for L{twcomms._dispatch}: the worker pool, per-connection serial
+Tests for L{twcomms.threaded.dispatch}: the worker pool, per-connection serial
 queues and the batching outbox.
 """
 
@@ -10,7 +10,7 @@ from typing import Any
 
 from twisted.logger import capturedLogs
 
-from twcomms._dispatch import Outbox, SerialQueue, WorkerPool
+from twcomms.threaded.dispatch import Outbox, SerialQueue, WorkerPool
 
 WAIT = 10
 

@@ -1,5 +1,5 @@
 """
-Tests for L{twcomms._eventloop}, with a fake reactor, threads and atexit
+Tests for L{twcomms.threaded.eventloop}, with a fake reactor, threads and atexit
 (as crochet tests its event loop). The real reactor thread is exercised by
 tests/threaded.
 """
@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from twisted.internet.defer import Deferred, fail
 
-from twcomms._eventloop import EventLoop, ReactorThreadError
+from twcomms.threaded.eventloop import EventLoop, ReactorThreadError
 
 
 class FakeReactor:

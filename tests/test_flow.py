@@ -1,5 +1,5 @@
 """
-Tests for L{twcomms._flow}: send and receive windows.
+Tests for L{twcomms.threaded.flow}: send and receive windows.
 """
 
 from __future__ import annotations
@@ -11,9 +11,14 @@ import pytest
 from twisted.internet.testing import StringTransport
 
 from tests.helpers import reference_parse
-from twcomms._flow import DrainTracker, ReceiveWindow, SendTimeoutError, SendWindow
+from twcomms.connection.protocol import CommsProtocol
 from twcomms.errors import ConnectionClosedError
-from twcomms.protocol import CommsProtocol
+from twcomms.threaded.flow import (
+    DrainTracker,
+    ReceiveWindow,
+    SendTimeoutError,
+    SendWindow,
+)
 
 WAIT = 10
 

@@ -1,5 +1,5 @@
 """
-Tests for L{twcomms.framing}: in memory, no reactor.
+Tests for L{twcomms.wire.framing}: in memory, no reactor.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from tests.helpers import TCPStringTransport, reference_frame, reference_parse
 from twcomms.errors import MessageTooLargeError
-from twcomms.framing import (
+from twcomms.wire.framing import (
     BIG_ENDIAN,
     DEFAULT_MAX_MESSAGE_SIZE,
     LARGE_READ_SIZE,

@@ -1,5 +1,5 @@
 """
-Tests for L{twcomms.protocol.CommsProtocol}: in memory, no reactor.
+Tests for L{twcomms.connection.protocol.CommsProtocol}: in memory, no reactor.
 """
 
 from __future__ import annotations
@@ -14,6 +14,11 @@ from twisted.logger import capturedLogs
 from twisted.python.failure import Failure
 
 from tests.helpers import TCPStringTransport, reference_frame, reference_parse
+from twcomms.connection.protocol import (
+    CloseReason,
+    CommsProtocol,
+    validate_max_message_size,
+)
 from twcomms.errors import (
     ConnectionClosedError,
     DecodeError,
@@ -21,7 +26,6 @@ from twcomms.errors import (
     MessageTooLargeError,
     NotConnectedError,
 )
-from twcomms.protocol import CloseReason, CommsProtocol, validate_max_message_size
 
 
 class RecordingReceiver:

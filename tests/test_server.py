@@ -16,13 +16,13 @@ from twisted.python.failure import Failure
 
 from tests.helpers import TCPStringTransport, reference_frame, reference_parse
 from twcomms.client import CommsClientFactory
+from twcomms.connection.protocol import CloseReason, CommsProtocol
 from twcomms.errors import (
     ClientGoneError,
     MessageTooLargeError,
     SlowConsumerError,
     UnsupportedTypeError,
 )
-from twcomms.protocol import CloseReason, CommsProtocol
 from twcomms.server import (
     DEFAULT_BACKLOG,
     ClientHandle,
@@ -627,12 +627,15 @@ def test_stop_aborts_connections_that_are_not_clients_yet() -> None:
 _MEASURE_PER_CONNECTION = """
 import gc, tracemalloc
 from twisted.internet.testing import MemoryReactorClock, StringTransport
-import twcomms.server
+from twisted.logger import globalLogBeginner
 from twcomms.server import CommsServerFactory
 
-# Log events (one per connection) are kept by whatever observes them: the
-# log's memory, not the connection's.
-twcomms.server._log.observer = lambda event: None
+# Log events (one per connection) are kept by whatever observes them (before
+# logging begins, Twisted buffers them): the log's memory, not the
+# connection's.
+globalLogBeginner.beginLoggingTo(
+    [lambda event: None], discardBuffer=True, redirectStandardIO=False
+)
 n = 500
 server = CommsServerFactory(reactor=MemoryReactorClock())
 transports = [StringTransport() for _ in range(n)]

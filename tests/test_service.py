@@ -1,5 +1,5 @@
 """
-Tests for the twistd plugin and L{twcomms.service}, in process (the
+Tests for the twistd plugin and L{twcomms.ops.service}, in process (the
 subprocess runs are in tests/test_cli.py).
 """
 
@@ -16,8 +16,8 @@ from twisted.plugin import getPlugins
 from twisted.python import usage
 
 from twcomms.client import CommsClientFactory
+from twcomms.ops.service import Options, makeService
 from twcomms.server import DEFAULT_BACKLOG
-from twcomms.service import Options, makeService
 from twcomms.testing import MemoryNetwork
 
 

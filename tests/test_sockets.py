@@ -36,8 +36,8 @@ from twisted.python.failure import Failure
 
 from tests.tls_helpers import TLSFiles, make_tls_files
 from twcomms.client import CommsClientFactory, GaveUpError
+from twcomms.connection.protocol import CloseReason, CommsProtocol
 from twcomms.errors import ClientGoneError
-from twcomms.protocol import CloseReason, CommsProtocol
 from twcomms.server import DEFAULT_BACKLOG, ClientHandle, CommsServerFactory
 
 #: Seconds any single wait may take before the test fails.

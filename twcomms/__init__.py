@@ -10,14 +10,13 @@ module whose name starts with an underscore is private.
 """
 
 from twcomms._version import __version__
-from twcomms.client import CommsClientFactory, GaveUpError
-from twcomms.codecs import (
-    DATA_TYPES,
-    BinaryCodec,
-    Codec,
-    JSONCodec,
-    StringCodec,
-    get_codec,
+from twcomms.client.factory import CommsClientFactory, GaveUpError
+from twcomms.connection.protocol import (
+    CloseReason,
+    CommsProtocol,
+    MessageReceiver,
+    MessageSender,
+    SlowConsumerPolicy,
 )
 from twcomms.errors import (
     ClientGoneError,
@@ -31,21 +30,13 @@ from twcomms.errors import (
     SlowConsumerError,
     UnsupportedTypeError,
 )
-from twcomms.framing import DEFAULT_MAX_MESSAGE_SIZE, Frame, FrameReceiver, frame_header
-from twcomms.protocol import (
-    CloseReason,
-    CommsProtocol,
-    MessageReceiver,
-    MessageSender,
-    SlowConsumerPolicy,
-)
-from twcomms.server import (
+from twcomms.server.factory import (
     ClientHandle,
     ClientRegistry,
     CommsServerFactory,
     LocalClientRegistry,
 )
-from twcomms.threaded import (
+from twcomms.threaded.api import (
     Client,
     ConnectedClient,
     FlowControl,
@@ -53,6 +44,20 @@ from twcomms.threaded import (
     ReactorThreadError,
     SendTimeoutError,
     Server,
+)
+from twcomms.wire.codecs import (
+    DATA_TYPES,
+    BinaryCodec,
+    Codec,
+    JSONCodec,
+    StringCodec,
+    get_codec,
+)
+from twcomms.wire.framing import (
+    DEFAULT_MAX_MESSAGE_SIZE,
+    Frame,
+    FrameReceiver,
+    frame_header,
 )
 
 __all__ = [

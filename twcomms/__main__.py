@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import sys
 
-from twcomms.cli import main
+from twcomms.ops.cli import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -2457,7 +2457,7 @@ def churn_threaded(scale: Scale, workers: int = 4) -> Result:
     )
     pool_left = -1
     try:
-        from twcomms import threaded
+        from twcomms.threaded import api as threaded
 
         wait_until(
             lambda: threaded._pool is None or threaded._pool.workers == 0,
@@ -2494,8 +2494,8 @@ def shutdown_threaded(scale: Scale, clients: int = 5) -> Result:
     once (every client gets every one, in order). Afterwards no file
     descriptor is left and the callback threads end.
     """
-    from twcomms import threaded
     from twcomms.threaded import Client, Server
+    from twcomms.threaded import api as threaded
 
     started = time.monotonic()
     k = scale.shutdown_messages

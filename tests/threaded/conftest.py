@@ -21,8 +21,8 @@ from typing import Any
 
 import pytest
 
-from twcomms._eventloop import get_event_loop
 from twcomms.threaded import Client, Server
+from twcomms.threaded.eventloop import get_event_loop
 
 from .raw import WAIT, RawServer
 

@@ -15,9 +15,9 @@ from typing import Any
 import pytest
 from twisted.internet.error import CannotListenError
 
-from twcomms._eventloop import get_event_loop
 from twcomms.errors import ConnectionClosedError, NotConnectedError
 from twcomms.threaded import Client, FlowControl, ReactorThreadError, Server
+from twcomms.threaded.eventloop import get_event_loop
 
 from .raw import WAIT, assert_empty, get
 

@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 
-from twcomms._eventloop import get_event_loop
 from twcomms.errors import ClientGoneError
 from twcomms.threaded import Client, ConnectedClient, Server
+from twcomms.threaded.eventloop import get_event_loop
 
 from .raw import WAIT, assert_empty, frame, get, raw_connect, recv_frame
 

@@ -7,7 +7,7 @@ from twisted.application.service import ServiceMaker
 
 TwcommsHub = ServiceMaker(
     "twcomms hub",
-    "twcomms.service",
+    "twcomms.ops.service",
     "A json/string/binary message hub over TCP (wire-compatible with Python Comms).",
     "comms",
 )

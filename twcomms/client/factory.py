@@ -2,7 +2,7 @@
 The Twisted API, client side: a reconnecting client factory.
 
     from twisted.internet import reactor
-    from twcomms.client import CommsClientFactory
+    from twcomms.client.factory import CommsClientFactory
 
     def on_message(client, message):
         print("got", message)
@@ -41,10 +41,7 @@ from twisted.internet.protocol import Factory, ReconnectingClientFactory
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from twcomms.codecs import Codec
-from twcomms.errors import DecodeError, NotConnectedError
-from twcomms.framing import DEFAULT_MAX_MESSAGE_SIZE
-from twcomms.protocol import (
+from twcomms.connection.protocol import (
     DEFAULT_HANDSHAKE_TIMEOUT,
     CloseReason,
     CommsProtocol,
@@ -53,7 +50,10 @@ from twcomms.protocol import (
     cancel_call,
     default_reactor,
 )
-from twcomms.server import _call, _callbacks
+from twcomms.errors import DecodeError, NotConnectedError
+from twcomms.server.factory import _call, _callbacks
+from twcomms.wire.codecs import Codec
+from twcomms.wire.framing import DEFAULT_MAX_MESSAGE_SIZE
 
 __all__ = ["STABLE_AFTER", "CommsClientFactory", "GaveUpError"]
 

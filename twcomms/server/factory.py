@@ -2,7 +2,7 @@
 The Twisted API, server side: a factory that tracks its clients.
 
     from twisted.internet import reactor
-    from twcomms.server import CommsServerFactory
+    from twcomms.server.factory import CommsServerFactory
 
     def on_message(client, message):
         client.send({"echo": message})
@@ -46,21 +46,21 @@ from twisted.internet.protocol import ServerFactory
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from twcomms.codecs import Codec
-from twcomms.errors import ClientGoneError, DecodeError, NotConnectedError
-from twcomms.framing import (
-    DEFAULT_MAX_MESSAGE_SIZE,
-    Frame,
-    check_size,
-    struct_format,
-)
-from twcomms.protocol import (
+from twcomms.connection.protocol import (
     DEFAULT_HANDSHAKE_TIMEOUT,
     CloseReason,
     CommsProtocol,
     ConnectionOptions,
     SlowConsumerPolicy,
     default_reactor,
+)
+from twcomms.errors import ClientGoneError, DecodeError, NotConnectedError
+from twcomms.wire.codecs import Codec
+from twcomms.wire.framing import (
+    DEFAULT_MAX_MESSAGE_SIZE,
+    Frame,
+    check_size,
+    struct_format,
 )
 
 __all__ = [
@@ -92,7 +92,7 @@ class ClientHandle:
     """
     The server's handle for one connected client.
 
-    It is the L{twcomms.protocol.MessageReceiver} of that client's
+    It is the L{twcomms.connection.protocol.MessageReceiver} of that client's
     connection: the protocol hands it messages and it passes them to the
     factory's callbacks.
 

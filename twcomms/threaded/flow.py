@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 from twcomms.errors import CommsError, ConnectionClosedError
 
 if TYPE_CHECKING:
-    from twcomms.protocol import CommsProtocol
+    from twcomms.connection.protocol import CommsProtocol
 
 __all__ = [
     "DrainTracker",

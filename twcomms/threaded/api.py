@@ -45,24 +45,24 @@ from typing import Any
 from twisted.internet.interfaces import IReactorSocket
 from twisted.logger import Logger
 
-from twcomms._dispatch import Outbox, SerialQueue, WorkerPool
-from twcomms._eventloop import EventLoop, ReactorThreadError, get_event_loop
-from twcomms._flow import (
+from twcomms.client.factory import CommsClientFactory
+from twcomms.connection.protocol import CloseReason, CommsProtocol, ConnectionOptions
+from twcomms.errors import (
+    ClientGoneError,
+    ConnectionClosedError,
+    NotConnectedError,
+)
+from twcomms.server.factory import ClientHandle, CommsServerFactory
+from twcomms.threaded.dispatch import Outbox, SerialQueue, WorkerPool
+from twcomms.threaded.eventloop import EventLoop, ReactorThreadError, get_event_loop
+from twcomms.threaded.flow import (
     DrainTracker,
     QueueFullError,
     ReceiveWindow,
     SendTimeoutError,
     SendWindow,
 )
-from twcomms.client import CommsClientFactory
-from twcomms.errors import (
-    ClientGoneError,
-    ConnectionClosedError,
-    NotConnectedError,
-)
-from twcomms.framing import DEFAULT_MAX_MESSAGE_SIZE, check_size
-from twcomms.protocol import CloseReason, CommsProtocol, ConnectionOptions
-from twcomms.server import ClientHandle, CommsServerFactory
+from twcomms.wire.framing import DEFAULT_MAX_MESSAGE_SIZE, check_size
 
 __all__ = [
     "Client",
