@@ -1,9 +1,9 @@
 """
 Stress figures: every reliability scenario at a chosen scale, in a table.
 
-Each scenario of L{tests.reliability.scenarios} (the same code the
+Each scenario of L{harness.stress.scenarios} (the same code the
 reliability tests run) is run in a fresh process,
-C{python -m tests.reliability.scenarios NAME --scale SCALE}, killed by pid
+C{python -m harness.stress.scenarios NAME --scale SCALE}, killed by pid
 if it overruns C{--timeout}. The table gives, per scenario: the load held,
 the faults injected, the messages that had to arrive (sent), arrived once
 and intact (received), never arrived (lost) or arrived more than once
@@ -37,7 +37,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from tests.reliability.scenarios import SCALES, SCENARIOS, Result  # noqa: E402
+from harness.stress.scenarios import SCALES, SCENARIOS, Result  # noqa: E402
 
 COLUMNS = (
     ("scenario", "scenario"),
@@ -59,7 +59,7 @@ def run_one(name: str, scale: str, timeout: float) -> tuple[Result | None, str]:
     why not.
     """
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tests.reliability.scenarios", name, "--scale", scale],
+        [sys.executable, "-m", "harness.stress.scenarios", name, "--scale", scale],
         cwd=str(ROOT),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

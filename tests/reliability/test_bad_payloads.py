@@ -19,7 +19,7 @@ import pytest_twisted
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.reliability.scenarios import (
+from harness.stress.scenarios import (
     BAD_PAYLOADS,
     LogWatch,
     Scale,
@@ -130,7 +130,7 @@ def test_each_bad_payload_in_memory(data_type: str, what: str, payload: bytes) -
 async def test_bad_payloads_over_real_sockets(scale: Scale, data_type: str) -> None:
     """
     Many connections mix good and bad payloads while a well-behaved client
-    keeps getting echoes (see L{tests.reliability.scenarios.bad_payloads}).
+    keeps getting echoes (see L{harness.stress.scenarios.bad_payloads}).
     """
     result = await bad_payloads(scale, data_type)
     assert_held(result)

@@ -30,7 +30,7 @@ from twisted.internet.error import ConnectionDone
 from twisted.internet.protocol import ClientFactory, Protocol
 from twisted.python.failure import Failure
 
-from tests.reliability.scenarios import (
+from harness.stress.scenarios import (
     BIG_HEADERS,
     GARBAGE_LIMIT,
     LogWatch,
@@ -346,7 +346,7 @@ def test_pausing_while_framing_keeps_every_frame_in_order(
 def test_fuzz_memory_scenario(scale: Scale) -> None:
     """
     The stress scenario's in-memory part: thousands of seeded random
-    streams (see L{tests.reliability.scenarios.garbage_stream}).
+    streams (see L{harness.stress.scenarios.garbage_stream}).
     """
     assert_held(fuzz_memory(scale))
 
@@ -445,7 +445,7 @@ async def test_garbage_connections_over_real_sockets(scale: Scale) -> None:
     """
     Hundreds of garbage connections come and go over 127.0.0.1 while a
     well-behaved client keeps getting echoes (see
-    L{tests.reliability.scenarios.garbage_sockets}).
+    L{harness.stress.scenarios.garbage_sockets}).
     """
     result = await garbage_sockets(scale)
     assert_held(result)

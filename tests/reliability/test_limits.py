@@ -24,7 +24,7 @@ import pytest
 import pytest_twisted
 from twisted.internet import defer, protocol, reactor
 
-from tests.reliability.scenarios import (
+from harness.stress.scenarios import (
     LOCAL_TCP,
     Counter,
     LogWatch,

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest_twisted
 
-from tests.reliability.scenarios import Scale, assert_held, restart
+from harness.stress.scenarios import Scale, assert_held, restart
 
 
 @pytest_twisted.ensureDeferred

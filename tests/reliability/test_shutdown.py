@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 import pytest_twisted
 
-from tests.reliability.scenarios import (
+from harness.stress.scenarios import (
     LOCAL_TCP,
     MiB,
     Scale,

@@ -8,7 +8,7 @@ once the server stops, the callback threads end.
 
 from __future__ import annotations
 
-from tests.reliability.scenarios import Scale, assert_held, churn_threaded
+from harness.stress.scenarios import Scale, assert_held, churn_threaded
 
 
 def test_client_churn_leaks_nothing(scale: Scale) -> None:

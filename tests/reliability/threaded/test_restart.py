@@ -9,7 +9,7 @@ full scale).
 
 from __future__ import annotations
 
-from tests.reliability.scenarios import Scale, assert_held, restart_threaded
+from harness.stress.scenarios import Scale, assert_held, restart_threaded
 
 
 def test_clients_reconnect_and_offline_messages_arrive_once(scale: Scale) -> None:

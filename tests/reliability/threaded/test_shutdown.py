@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 
-from tests.reliability.scenarios import (
+from harness.stress.scenarios import (
     Scale,
     assert_held,
     shutdown_threaded,

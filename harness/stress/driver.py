@@ -1,11 +1,11 @@
 """
 Client driver for the reliability scenarios: many client connections in one
-process, started with C{sys.executable} by L{tests.reliability.scenarios}.
+process, started with C{sys.executable} by L{harness.stress.scenarios}.
 
 It imports only twcomms, Twisted and the standard library (nothing from the
 test tree), so it runs as a script::
 
-    python tests/reliability/driver.py MODE --port PORT [options]
+    python harness/stress/driver.py MODE --port PORT [options]
 
 Modes:
 

@@ -7,7 +7,7 @@ The tests in C{tests/reliability} call these functions and assert on their
 results; C{python -m benchmarks.stress} runs each in a fresh process through
 this module's command line::
 
-    python -m tests.reliability.scenarios NAME [--scale ci|full]
+    python -m harness.stress.scenarios NAME [--scale ci|full]
 
 which prints C{RESULT <json>} as its last line.
 
@@ -46,7 +46,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tests.reliability.driver import (
+from harness.stress.driver import (
     make_pattern,
     payload_for,
     raise_fd_limit,
@@ -440,7 +440,7 @@ class Slots:
 class DriverProcess:
     """
     A child process started with this interpreter, speaking JSON lines on
-    stdout (L{tests.reliability.driver}, or this module's command line).
+    stdout (L{harness.stress.driver}, or this module's command line).
     Killed by pid in L{kill}.
     """
 
@@ -561,7 +561,7 @@ class DriverProcess:
 
 def driver(*args: Any) -> DriverProcess:
     """
-    Start L{tests.reliability.driver} with C{args}.
+    Start L{harness.stress.driver} with C{args}.
     """
     return DriverProcess([str(DRIVER), *map(str, args)])
 
@@ -1578,7 +1578,7 @@ async def churn(scale: Scale, concurrency: int = 16) -> Result:
     over all the cycles: one leaked protocol, handle or timer per cycle
     would be several times that).
 
-    Run it in a fresh process (C{python -m tests.reliability.scenarios
+    Run it in a fresh process (C{python -m harness.stress.scenarios
     churn}): Twisted keeps every log event in memory until logging begins,
     which would look like a leak.
     """
@@ -2077,7 +2077,7 @@ def connect_threaded(client: Any, timeout: float = 10.0) -> None:
 @contextlib.contextmanager
 def child(*args: Any) -> Iterator[subprocess.Popen[str]]:
     """
-    L{tests.reliability.driver} as a blocking subprocess; killed by pid on
+    L{harness.stress.driver} as a blocking subprocess; killed by pid on
     exit.
     """
     proc = subprocess.Popen(
