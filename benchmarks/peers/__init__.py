@@ -109,7 +109,7 @@ from pathlib import Path
 from typing import Any
 
 MODULE = "benchmarks.peers"
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parent.parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
 
 SYSTEMS = (
