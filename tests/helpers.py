@@ -1,5 +1,5 @@
 """
-Shared test helpers: fake transports and independent reference encoders.
+Shared test helpers: independent reference encoders.
 """
 
 from __future__ import annotations
@@ -7,32 +7,6 @@ from __future__ import annotations
 import json
 import struct
 from typing import Any
-
-from twisted.internet.interfaces import ITCPTransport
-from twisted.internet.testing import StringTransport
-from zope.interface import implementer
-
-
-@implementer(ITCPTransport)
-class TCPStringTransport(StringTransport):
-    """
-    A L{StringTransport} that says it is TCP and records socket options.
-    """
-
-    noDelay = False
-    keepAlive = False
-
-    def setTcpNoDelay(self, enabled: bool) -> None:
-        self.noDelay = enabled
-
-    def getTcpNoDelay(self) -> bool:
-        return self.noDelay
-
-    def setTcpKeepAlive(self, enabled: bool) -> None:
-        self.keepAlive = enabled
-
-    def getTcpKeepAlive(self) -> bool:
-        return self.keepAlive
 
 
 def reference_frame(payload: bytes, byte_order: str = "little") -> bytes:

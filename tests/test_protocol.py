@@ -13,7 +13,8 @@ from twisted.internet.testing import StringTransport
 from twisted.logger import capturedLogs
 from twisted.python.failure import Failure
 
-from tests.helpers import TCPStringTransport, reference_frame, reference_parse
+from harness.transport import TCPStringTransport
+from tests.helpers import reference_frame, reference_parse
 from twcomms.errors import (
     ConnectionClosedError,
     DecodeError,

@@ -706,7 +706,7 @@ def memory_connection(
     A L{CommsProtocol} connected to a fake TCP transport: (protocol,
     receiver, transport).
     """
-    from tests.helpers import TCPStringTransport
+    from harness.transport import TCPStringTransport
     from twcomms.protocol import CommsProtocol
 
     receiver = RecordingReceiver()

@@ -325,7 +325,7 @@ def test_pausing_while_framing_keeps_every_frame_in_order(
     they are kept, and after resuming every frame is delivered once, in
     order.
     """
-    from tests.helpers import TCPStringTransport
+    from harness.transport import TCPStringTransport
     from twcomms.protocol import CommsProtocol
 
     receiver = PausingReceiver()
