@@ -17,7 +17,8 @@ from twisted.protocols.test.test_basic import IntNTestCaseMixin, TestMixin
 from twisted.trial.unittest import SynchronousTestCase
 
 from harness.transport import TCPStringTransport
-from tests.helpers import reference_frame, reference_parse
+from harness.wire import frame as reference_frame
+from harness.wire import parse as reference_parse
 from twcomms.errors import MessageTooLargeError
 from twcomms.framing import (
     BIG_ENDIAN,

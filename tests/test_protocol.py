@@ -14,7 +14,8 @@ from twisted.logger import capturedLogs
 from twisted.python.failure import Failure
 
 from harness.transport import TCPStringTransport
-from tests.helpers import reference_frame, reference_parse
+from harness.wire import frame as reference_frame
+from harness.wire import parse as reference_parse
 from twcomms.errors import (
     ConnectionClosedError,
     DecodeError,

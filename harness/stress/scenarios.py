@@ -35,7 +35,6 @@ import os
 import random
 import signal
 import statistics
-import struct
 import subprocess
 import sys
 import threading
@@ -43,22 +42,18 @@ import time
 import tracemalloc
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
-from harness.stress.driver import (
-    make_pattern,
-    payload_for,
-    raise_fd_limit,
-)
+from harness.procs import ROOT, child_env, end_process, kill_pid, raise_fd_limit
+from harness.stress.driver import make_pattern, payload_for
+from harness.wire import frame, header, split
+from harness.wire import outcome as reference_outcome
 
 MiB = 1024 * 1024
 KiB = 1024
-HERE = Path(__file__).resolve().parent
-REPO = HERE.parent.parent
-DRIVER = HERE / "driver.py"
+#: The client driver, run as C{python -m DRIVER} from the repository root.
+DRIVER = "harness.stress.driver"
 LOCAL_TCP = "tcp:0:interface=127.0.0.1"
-_HEADER = struct.Struct("<I")
 
 
 # -- scale -----------------------------------------------------------------------------
@@ -469,15 +464,13 @@ class DriverProcess:
                 outer._process_ended(reason)
 
         self._protocol = _Protocol()
-        full_env = dict(os.environ, PYTHONUNBUFFERED="1")
-        if env:
-            full_env.update(env)
+        full_env = child_env(**(env or {}))
         transport = _reactor().spawnProcess(
             self._protocol,
             sys.executable,
             [sys.executable, *argv],
             env=full_env,
-            path=str(REPO),
+            path=str(ROOT),
         )
         self.pid = transport.pid
 
@@ -547,9 +540,7 @@ class DriverProcess:
         return bounded(d, timeout, f"exit of {self.argv[:2]}")
 
     def signal(self, sig: int) -> None:
-        if self.pid is not None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(self.pid, sig)
+        kill_pid(self.pid, sig)
 
     def kill(self) -> None:
         """
@@ -563,7 +554,7 @@ def driver(*args: Any) -> DriverProcess:
     """
     Start L{harness.stress.driver} with C{args}.
     """
-    return DriverProcess([str(DRIVER), *map(str, args)])
+    return DriverProcess(["-m", DRIVER, *map(str, args)])
 
 
 async def kill_all(procs: list[DriverProcess], timeout: float = 10.0) -> None:
@@ -575,36 +566,6 @@ async def kill_all(procs: list[DriverProcess], timeout: float = 10.0) -> None:
     for p in procs:
         with contextlib.suppress(Exception):
             await p.wait_ended(timeout)
-
-
-def frame(payload: bytes) -> bytes:
-    """
-    One frame as the original library writes it (independently of twcomms).
-    """
-    return _HEADER.pack(len(payload)) + payload
-
-
-def reference_outcome(stream: bytes, limit: int) -> tuple[list[bytes], bool, int]:
-    """
-    What a correct receiver makes of C{stream} with a maximum message size
-    of C{limit}, framed here with C{struct} only: the complete payloads
-    before the first header over C{limit}, whether there is such a header,
-    and how many bytes of an incomplete frame are left at the end (0 after
-    an oversized header).
-    """
-    payloads = []
-    i = 0
-    n = len(stream)
-    while True:
-        if n - i < 4:
-            return payloads, False, n - i
-        (length,) = _HEADER.unpack_from(stream, i)
-        if length > limit:
-            return payloads, True, 0
-        if n - i - 4 < length:
-            return payloads, False, n - i
-        payloads.append(stream[i + 4 : i + 4 + length])
-        i += 4 + length
 
 
 def random_split(rng: random.Random, data: bytes, max_pieces: int) -> list[bytes]:
@@ -642,9 +603,9 @@ def garbage_stream(rng: random.Random, limit: int = GARBAGE_LIMIT) -> tuple[str,
         last = frame(rng.randbytes(max(1, size())))
         return kind, frames(rng.randint(0, 20)) + last[: rng.randint(1, len(last) - 1)]
     if kind == "oversize":
-        header = rng.choice([*BIG_HEADERS, rng.randint(limit + 1, 0xFFFFFFFF)])
+        announced = rng.choice([*BIG_HEADERS, rng.randint(limit + 1, 0xFFFFFFFF)])
         junk = rng.randbytes(rng.randint(0, 2000))
-        return kind, frames(rng.randint(0, 10)) + _HEADER.pack(header) + junk
+        return kind, frames(rng.randint(0, 10)) + header(announced) + junk
     if kind == "random":
         return kind, rng.randbytes(rng.randint(1, 3000))
     if kind == "many":
@@ -858,18 +819,10 @@ def _raw_protocol_class() -> Any:
             self.port = int(self.transport.getHost().port)
 
         def dataReceived(self, data: bytes) -> None:
-            buffered = self._unparsed + data
-            i = 0
-            before = len(self.frames)
-            while len(buffered) - i >= 4:
-                (n,) = _HEADER.unpack_from(buffered, i)
-                if len(buffered) - i - 4 < n:
-                    break
-                self.frames.append(buffered[i + 4 : i + 4 + n])
-                i += 4 + n
-            self._unparsed = buffered[i:]
-            if len(self.frames) > before:
-                self.frame_count.add(len(self.frames) - before)
+            payloads, self._unparsed = split(self._unparsed + data)
+            if payloads:
+                self.frames.extend(payloads)
+                self.frame_count.add(len(payloads))
 
         def connectionLost(self, reason: Any = None) -> None:
             self.reason = reason
@@ -1651,10 +1604,10 @@ async def churn(scale: Scale, concurrency: int = 16) -> Result:
             elif ending == "server close":
                 handle.close()
             elif ending == "cut mid-message":
-                proto.transport.write(_HEADER.pack(100) + b"x" * 50)
+                proto.transport.write(header(100) + b"x" * 50)
                 proto.close()
             else:
-                proto.transport.write(_HEADER.pack(0xFFFFFFFF) + b"junk")
+                proto.transport.write(header(0xFFFFFFFF) + b"junk")
             await bounded(client.whenStopped(), 10, "client stopped")
         reason = await closed.get(handle.id, 10, f"server-side close ({ending})")
         closed.discard(handle.id)
@@ -2081,18 +2034,16 @@ def child(*args: Any) -> Iterator[subprocess.Popen[str]]:
     exit.
     """
     proc = subprocess.Popen(
-        [sys.executable, str(DRIVER), *map(str, args)],
+        [sys.executable, "-m", DRIVER, *map(str, args)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        cwd=str(REPO),
+        cwd=str(ROOT),
     )
     try:
         yield proc
     finally:
-        if proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(proc.pid, signal.SIGKILL)
+        end_process(proc)
         with contextlib.suppress(Exception):
             proc.communicate(timeout=10)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 
-from harness.stress.driver import raise_fd_limit
+from harness.procs import raise_fd_limit
 from harness.stress.scenarios import Scale, current_scale
 
 

@@ -26,10 +26,10 @@ from harness.stress.scenarios import (
     assert_held,
     bad_payloads,
     current_scale,
-    frame,
     independent_decode,
     memory_connection,
 )
+from harness.wire import frame
 from twcomms.codecs import get_codec
 from twcomms.errors import DecodeError
 

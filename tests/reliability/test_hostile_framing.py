@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import itertools
 import random
-import struct
 import tracemalloc
 from typing import Any
 
@@ -38,13 +37,13 @@ from harness.stress.scenarios import (
     assert_held,
     check_memory_stream,
     current_scale,
-    frame,
     fuzz_memory,
     garbage_plan,
     garbage_sockets,
     memory_connection,
-    reference_outcome,
 )
+from harness.wire import frame, header
+from harness.wire import outcome as reference_outcome
 from twcomms.client import CommsClientFactory
 from twcomms.framing import MAX_FRAME_PAYLOAD
 from twcomms.protocol import CloseReason
@@ -80,11 +79,6 @@ def split(data: bytes, at: list[int]) -> list[bytes]:
     return [data[a:b] for a, b in itertools.pairwise(points)]
 
 
-def encode(payload: bytes, byte_order: str) -> bytes:
-    fmt = "<I" if byte_order == "little" else ">I"
-    return struct.pack(fmt, len(payload)) + payload
-
-
 @st.composite
 def hostile_streams(draw: Any) -> bytes:
     """
@@ -95,10 +89,8 @@ def hostile_streams(draw: Any) -> bytes:
             st.one_of(
                 payloads.map(lambda ps: b"".join(frame(p) for p in ps)),
                 st.binary(max_size=200),
-                st.sampled_from(BIG_HEADERS).map(lambda n: struct.pack("<I", n)),
-                st.integers(LIMIT + 1, MAX_FRAME_PAYLOAD).map(
-                    lambda n: struct.pack("<I", n)
-                ),
+                st.sampled_from(BIG_HEADERS).map(header),
+                st.integers(LIMIT + 1, MAX_FRAME_PAYLOAD).map(header),
                 st.binary(min_size=1, max_size=100).map(lambda p: frame(p)[:-1]),
             ),
             max_size=8,
@@ -120,7 +112,7 @@ def test_valid_frames_survive_any_split(
     delivered exactly once, whole, in order; nothing is left buffered and
     the connection stays open.
     """
-    stream = b"".join(encode(p, byte_order) for p in messages)
+    stream = b"".join(frame(p, byte_order) for p in messages)
     proto, receiver, transport = memory_connection(LIMIT, "binary", byte_order)
     for piece in split(stream, at):
         proto.dataReceived(piece)
@@ -177,13 +169,12 @@ def test_oversized_header_closes_once_and_buffers_nothing(
     if announced <= limit:
         announced = limit + 1
     good = b"ok"
-    fmt = "<I" if byte_order == "little" else ">I"
-    stream = encode(good, byte_order) + struct.pack(fmt, announced) + junk
+    stream = frame(good, byte_order) + header(announced, byte_order) + junk
     with LogWatch() as watch:
         proto, receiver, transport = memory_connection(limit, "binary", byte_order)
         for piece in split(stream, at):
             proto.dataReceived(piece)
-        proto.dataReceived(encode(b"after", byte_order) * 3)
+        proto.dataReceived(frame(b"after", byte_order) * 3)
         assert receiver.messages == [good]
         assert transport.disconnecting
         assert proto.closeReason is CloseReason.OVERSIZE
@@ -206,7 +197,7 @@ def test_largest_header_at_the_largest_limit_holds_only_what_arrived() -> None:
         proto, receiver, transport = memory_connection(MAX_FRAME_PAYLOAD)
         tracemalloc.reset_peak()
         base = tracemalloc.get_traced_memory()[0]
-        proto.dataReceived(struct.pack("<I", MAX_FRAME_PAYLOAD) + b"0123456789")
+        proto.dataReceived(header(MAX_FRAME_PAYLOAD) + b"0123456789")
         peak = tracemalloc.get_traced_memory()[1] - base
     finally:
         tracemalloc.stop()

@@ -33,9 +33,9 @@ from harness.stress.scenarios import (
     bounded,
     connect_raw,
     driver,
-    frame,
     kill_all,
 )
+from harness.wire import frame
 from tests.tls_helpers import TLSFiles, make_tls_files
 from twcomms.client import CommsClientFactory, GaveUpError
 from twcomms.protocol import CloseReason, CommsProtocol
