@@ -1,9 +1,9 @@
 """
 Stress figures: every reliability scenario at a chosen scale, in a table.
 
-Each scenario of L{harness.stress.scenarios} (the same code the
-reliability tests run) is run in a fresh process,
-C{python -m harness.stress.scenarios NAME --scale SCALE}, killed by pid
+Each scenario of L{harness.stress} (the same code the reliability tests
+run) is run in a fresh process,
+C{python -m harness.stress NAME --scale SCALE}, killed by pid
 if it overruns C{--timeout} (L{harness.procs.run_bounded}). The table
 gives, per scenario: the load held, the faults injected, the messages that
 had to arrive (sent), arrived once and intact (received), never arrived
@@ -31,7 +31,9 @@ from pathlib import Path
 from typing import Any
 
 from harness.procs import run_bounded
-from harness.stress.scenarios import SCALES, SCENARIOS, Result
+from harness.stress.registry import SCENARIOS
+from harness.stress.result import Result
+from harness.stress.scale import SCALES
 
 COLUMNS = (
     ("scenario", "scenario"),
@@ -53,7 +55,7 @@ def run_one(name: str, scale: str, timeout: float) -> tuple[Result | None, str]:
     why not.
     """
     done = run_bounded(
-        [sys.executable, "-m", "harness.stress.scenarios", name, "--scale", scale],
+        [sys.executable, "-m", "harness.stress", name, "--scale", scale],
         timeout,
     )
     if done.cut_off:

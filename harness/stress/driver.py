@@ -1,6 +1,6 @@
 """
 Client driver for the reliability scenarios: many client connections in one
-process, started with C{sys.executable} by L{harness.stress.scenarios}.
+process, started with C{sys.executable} by L{harness.stress.processes}.
 
 It imports only twcomms, Twisted, the standard library and
 L{harness.wire} / L{harness.procs} (nothing from the tests or the

@@ -3,7 +3,7 @@ Fixtures shared by the reliability tests (pytest-twisted ones here, and the
 threaded API's in C{threaded/}).
 
 C{TWCOMMS_SCALE} (C{ci}, the default, or C{full}) sizes the heavy tests;
-see L{harness.stress.scenarios.SCALES}.
+see L{harness.stress.scale.SCALES}.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from __future__ import annotations
 import pytest
 
 from harness.procs import raise_fd_limit
-from harness.stress.scenarios import Scale, current_scale
+from harness.stress.scale import Scale, current_scale
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -29,19 +29,17 @@ from twisted.internet.error import ConnectionDone
 from twisted.internet.protocol import ClientFactory, Protocol
 from twisted.python.failure import Failure
 
-from harness.stress.scenarios import (
+from harness.stress.garbage import (
     BIG_HEADERS,
     GARBAGE_LIMIT,
-    LogWatch,
-    Scale,
-    assert_held,
     check_memory_stream,
-    current_scale,
-    fuzz_memory,
     garbage_plan,
-    garbage_sockets,
     memory_connection,
 )
+from harness.stress.hostile_framing import fuzz_memory, garbage_sockets
+from harness.stress.measure import LogWatch
+from harness.stress.result import assert_held
+from harness.stress.scale import Scale, current_scale
 from harness.wire import frame, header
 from harness.wire import outcome as reference_outcome
 from twcomms.client import CommsClientFactory
@@ -337,7 +335,7 @@ def test_pausing_while_framing_keeps_every_frame_in_order(
 def test_fuzz_memory_scenario(scale: Scale) -> None:
     """
     The stress scenario's in-memory part: thousands of seeded random
-    streams (see L{harness.stress.scenarios.garbage_stream}).
+    streams (see L{harness.stress.garbage.garbage_stream}).
     """
     assert_held(fuzz_memory(scale))
 
@@ -436,7 +434,7 @@ async def test_garbage_connections_over_real_sockets(scale: Scale) -> None:
     """
     Hundreds of garbage connections come and go over 127.0.0.1 while a
     well-behaved client keeps getting echoes (see
-    L{harness.stress.scenarios.garbage_sockets}).
+    L{harness.stress.hostile_framing.garbage_sockets}).
     """
     result = await garbage_sockets(scale)
     assert_held(result)

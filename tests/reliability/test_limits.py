@@ -24,16 +24,15 @@ import pytest
 import pytest_twisted
 from twisted.internet import defer, protocol, reactor
 
-from harness.stress.scenarios import (
+from harness.stress.measure import LogWatch
+from harness.stress.processes import driver, kill_all
+from harness.stress.reactor import (
     LOCAL_TCP,
     Counter,
-    LogWatch,
     PingPong,
     Slots,
     bounded,
     connect_raw,
-    driver,
-    kill_all,
 )
 from harness.wire import frame
 from tests.tls_helpers import TLSFiles, make_tls_files

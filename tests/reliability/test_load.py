@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import pytest_twisted
 
-from harness.stress.scenarios import Scale, assert_held, load
+from harness.stress.load import load
+from harness.stress.result import assert_held
+from harness.stress.scale import Scale
 
 
 @pytest_twisted.ensureDeferred

@@ -18,15 +18,10 @@ from typing import Any
 import pytest
 import pytest_twisted
 
-from harness.stress.scenarios import (
-    LOCAL_TCP,
-    MiB,
-    Scale,
-    Slots,
-    assert_held,
-    bounded,
-    shutdown,
-)
+from harness.stress.reactor import LOCAL_TCP, Slots, bounded
+from harness.stress.result import assert_held
+from harness.stress.scale import MiB, Scale
+from harness.stress.shutdown import shutdown
 from harness.wire import header
 from twcomms.protocol import CloseReason
 from twcomms.server import CommsServerFactory
