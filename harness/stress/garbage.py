@@ -28,12 +28,8 @@ def random_split(rng: random.Random, data: bytes, max_pieces: int) -> list[bytes
 
 
 GARBAGE_KINDS = ("valid", "cut", "oversize", "random", "many", "bytewise")
-
-
 #: Oversized headers worth trying, for a limit of L{GARBAGE_LIMIT}.
 GARBAGE_LIMIT = 4096
-
-
 BIG_HEADERS = (GARBAGE_LIMIT + 1, 0x7FFFFFFF, 0x80000000, 0xFFFFFFFE, 0xFFFFFFFF)
 
 

@@ -42,11 +42,7 @@ def _counting_client(**kwargs: Any) -> Any:
 
 
 RESTART_INITIAL_DELAY = 0.1
-
-
 RESTART_MAX_DELAY = 1.0
-
-
 RESTART_JITTER = 0.12
 
 

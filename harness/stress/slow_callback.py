@@ -17,20 +17,12 @@ from harness.stress.scale import TWISTED_BUFFER, KiB, MiB, Scale
 
 #: Receive window used by the slow-callback scenario.
 SLOW_CB_HIGH_COUNT = 200
-
-
 SLOW_CB_HIGH_BYTES = 256 * KiB
-
-
 SLOW_CB_SIZE = 1024
-
-
 #: How far past its marks the window may go: messages are counted against
 #: it per batch (what one reactor turn read: one socket read, 64 KiB), so
 #: it can overshoot by one read's worth before reading stops.
 SLOW_CB_SLACK_BYTES = TWISTED_BUFFER + 2 * SLOW_CB_SIZE
-
-
 SLOW_CB_SLACK_COUNT = SLOW_CB_SLACK_BYTES // SLOW_CB_SIZE
 
 

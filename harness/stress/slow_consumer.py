@@ -19,8 +19,6 @@ from harness.stress.scale import TWISTED_BUFFER, MiB, Scale
 #: Slow consumer settings: message size, maximum message size and outbound
 #: limit of the server (explicit, so the bound below is known).
 SLOW_MESSAGE = 1 * MiB
-
-
 SLOW_OUTBOUND_LIMIT = 4 * MiB
 
 
