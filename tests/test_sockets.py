@@ -33,6 +33,7 @@ from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.error import CannotListenError
 from twisted.python.failure import Failure
 
+from harness.procs import child_env
 from harness.wire import frame, header, split
 from tests.tls_helpers import TLSFiles, make_tls_files
 from twcomms.client import CommsClientFactory, GaveUpError
@@ -1141,7 +1142,7 @@ class ExampleProcess(protocol.ProcessProtocol):
 
 def run_example(cleanup: Cleanup, name: str, *args: str) -> ExampleProcess:
     proc = ExampleProcess()
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env = child_env()
     reactor.spawnProcess(
         proc,
         sys.executable,

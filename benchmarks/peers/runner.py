@@ -11,7 +11,6 @@ import collections
 import contextlib
 import json
 import math
-import os
 import queue
 import shutil
 import signal
@@ -23,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.peers.settings import MIB, MODULE, NOT_APPLICABLE, ROOT, Settings
+from harness.procs import end_process
 
 
 class _Cutoff(Exception):
@@ -85,16 +85,7 @@ class _Proc:
         then writes its profile).
         """
         proc = self.proc
-        if proc.poll() is None and graceful:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(proc.pid, signal.SIGINT)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(timeout=graceful)
-        if proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(proc.pid, signal.SIGKILL)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(timeout=10)
+        end_process(proc, first=signal.SIGINT if graceful else None, grace=graceful)
         for stream in (proc.stdin, proc.stdout, proc.stderr):
             if stream is not None:
                 with contextlib.suppress(OSError):
