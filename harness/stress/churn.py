@@ -25,6 +25,32 @@ CHURN_ENDINGS = (
     "oversize header",
     "silent raw",
 )
+#: What churn's traced memory may grow by over all the cycles after the
+#: warm-up: one leaked protocol, handle or timer per cycle would be several
+#: times that.
+GROWTH_BOUND = 512 * KiB
+
+
+def warmup_cycles(cycles: int) -> int:
+    """
+    The cycles run before the baseline is taken (a tenth, at least 100).
+    """
+    return max(100, cycles // 10)
+
+
+def record_memory(result: Result, growth: int, peak: int, measured: int) -> None:
+    """
+    Put churn's memory figures in C{result}: C{growth} over the
+    C{measured} cycles after the warm-up, and the C{peak}.
+    """
+    result.peak_memory = peak
+    result.memory = (
+        f"growth {growth / KiB:.0f} KiB over {measured:,} cycles "
+        f"(bound {GROWTH_BOUND // KiB} KiB); peak {mib(peak)}"
+    )
+    result.details.update(
+        memory_growth=growth, bytes_per_cycle=round(growth / max(1, measured), 1)
+    )
 
 
 async def churn(scale: Scale, concurrency: int = 16) -> Result:
@@ -50,8 +76,8 @@ async def churn(scale: Scale, concurrency: int = 16) -> Result:
 
     started = time.monotonic()
     cycles = scale.churn_cycles
-    warmup = max(100, cycles // 10)
-    growth_bound = 512 * KiB
+    warmup = warmup_cycles(cycles)
+    growth_bound = GROWTH_BOUND
     result = Result(
         "churn",
         scale=scale.name,
@@ -179,14 +205,8 @@ async def churn(scale: Scale, concurrency: int = 16) -> Result:
         f"{n_over} oversize warnings",
     )
     result.sent = result.received = sum(1 for i in range(cycles) if i % 6 != 5)
-    result.peak_memory = peak
-    result.memory = (
-        f"growth {growth / KiB:.0f} KiB over {cycles - warmup:,} cycles "
-        f"(bound {growth_bound // KiB} KiB); peak {mib(peak)}"
-    )
+    record_memory(result, growth, peak, cycles - warmup)
     result.details.update(
-        memory_growth=growth,
-        bytes_per_cycle=round(growth / max(1, cycles - warmup), 1),
         fds=(fds0, fds1),
         threads=(threads0, threads1),
         reactor=(handles0, handles1),
@@ -210,8 +230,8 @@ def churn_threaded(scale: Scale, workers: int = 4) -> Result:
 
     started = time.monotonic()
     cycles = scale.churn_threaded_cycles
-    warmup = max(100, cycles // 10)
-    growth_bound = 512 * KiB
+    warmup = warmup_cycles(cycles)
+    growth_bound = GROWTH_BOUND
     result = Result(
         "churn (threaded API)",
         scale=scale.name,
@@ -280,14 +300,8 @@ def churn_threaded(scale: Scale, workers: int = 4) -> Result:
         result.problems.append(str(e))
     result.sent = result.received = 2 * (cycles - len(failures))
     result.lost = 2 * len(failures)
-    result.peak_memory = peak
-    result.memory = (
-        f"growth {growth / KiB:.0f} KiB over {cycles - warmup:,} cycles "
-        f"(bound {growth_bound // KiB} KiB); peak {mib(peak)}"
-    )
+    record_memory(result, growth, peak, cycles - warmup)
     result.details.update(
-        memory_growth=growth,
-        bytes_per_cycle=round(growth / max(1, cycles - warmup), 1),
         fds=(fds0, fds1),
         threads=(threads0, threads1),
         pool_workers_after_stop=pool_left,

@@ -17,6 +17,30 @@ from harness.stress.scale import Scale
 from harness.stress.threads import ThreadCounter, connect_threaded, wait_until
 
 
+def count_deliveries(
+    result: Result,
+    per: int,
+    k: int,
+    inbound: dict[int, list[int]],
+    outbound: list[list[int]],
+) -> None:
+    """
+    Count and check what arrived: each client's C{per} messages at the
+    server (C{inbound}, by client), and the C{k} broadcasts at each client
+    (C{outbound}), all in order.
+    """
+    clients = len(outbound)
+    ok_in = sum(1 for ci in range(clients) if inbound.get(ci) == list(range(per)))
+    ok_out = sum(1 for ci in range(clients) if outbound[ci] == list(range(k)))
+    result.sent = per * clients + k * clients
+    result.received = ok_in * per + ok_out * k
+    result.lost = (
+        result.sent - sum(map(len, inbound.values())) - sum(map(len, outbound))
+    )
+    result.check(ok_in == clients, f"{clients - ok_in} clients' messages incomplete")
+    result.check(ok_out == clients, f"{clients - ok_out} clients missed broadcasts")
+
+
 async def shutdown(scale: Scale, clients: int = 10) -> Result:
     """
     Data in flight at a stop is delivered: C{clients} clients each send
@@ -111,15 +135,7 @@ async def shutdown(scale: Scale, clients: int = 10) -> Result:
         await bounded(server.stop(), 10, "server stop")
     fds1 = fd_count()
     handles1 = reactor_handles()
-    ok_in = sum(1 for ci in range(clients) if inbound.get(ci) == list(range(per)))
-    ok_out = sum(1 for ci in range(clients) if outbound[ci] == list(range(k)))
-    result.sent = per * clients + k * clients
-    result.received = ok_in * per + ok_out * k
-    result.lost = (
-        result.sent - sum(map(len, inbound.values())) - sum(map(len, outbound))
-    )
-    result.check(ok_in == clients, f"{clients - ok_in} clients' messages incomplete")
-    result.check(ok_out == clients, f"{clients - ok_out} clients missed broadcasts")
+    count_deliveries(result, per, k, inbound, outbound)
     result.check(
         server_closes.count(CloseReason.SERVER_STOPPING) == clients,
         f"server close reasons {set(server_closes)}",
@@ -216,15 +232,7 @@ def shutdown_threaded(scale: Scale, clients: int = 5) -> Result:
         for c in made:
             c.close(timeout=10)
         server.stop(timeout=10)
-    ok_in = sum(1 for ci in range(clients) if inbound.get(ci) == list(range(per)))
-    ok_out = sum(1 for ci in range(clients) if outbound[ci] == list(range(k)))
-    result.sent = per * clients + k * clients
-    result.received = ok_in * per + ok_out * k
-    result.lost = (
-        result.sent - sum(map(len, inbound.values())) - sum(map(len, outbound))
-    )
-    result.check(ok_in == clients, f"{clients - ok_in} clients' messages incomplete")
-    result.check(ok_out == clients, f"{clients - ok_out} clients missed broadcasts")
+    count_deliveries(result, per, k, inbound, outbound)
     try:
         wait_until(
             lambda: threaded._pool is None or threaded._pool.workers == 0,
