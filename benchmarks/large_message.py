@@ -52,23 +52,22 @@ Linux (or another Unix with C{resource}) only; it uses 127.0.0.1 only.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import datetime
 import itertools
 import json
 import os
 import platform
 import resource
-import signal
 import socket
-import struct
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from harness.procs import end_process, run_bounded, watchdog
+from harness.wire import header
 
 MIB = 1024 * 1024
 ROOT = Path(__file__).resolve().parent.parent
@@ -78,7 +77,6 @@ DEFAULT_OUTPUT = ROOT / "benchmarks" / "results" / "large_message.json"
 IMPLS = ("twcomms", "stock")
 MODES = ("tcp", "memory")
 MAX_LENGTH = 0xFFFFFFFF
-HEADER = struct.Struct("<I")
 ACK = b"\x01"
 
 #: A time ratio between two sizes passes when it is within this factor of
@@ -100,7 +98,7 @@ def _build_frame(size: int) -> bytes:
     the payload, which would raise the peak RSS before the baseline).
     """
     full, rest = divmod(size, len(PATTERN))
-    return b"".join([HEADER.pack(size), *([PATTERN] * full), PATTERN[:rest]])
+    return b"".join([header(size), *([PATTERN] * full), PATTERN[:rest]])
 
 
 def _payload_ok(payload: bytes, size: int) -> bool:
@@ -118,23 +116,6 @@ def _maxrss_kib() -> int:
     """
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return rss // 1024 if sys.platform == "darwin" else rss
-
-
-def _watchdog(limit: float) -> None:
-    """
-    Exit this process if its parent goes away or after C{limit} seconds, so
-    that no benchmark process outlives the run.
-    """
-    ppid = os.getppid()
-    deadline = time.monotonic() + limit
-
-    def run() -> None:
-        while True:
-            time.sleep(0.25)
-            if os.getppid() != ppid or time.monotonic() > deadline:
-                os._exit(3)
-
-    threading.Thread(target=run, name="watchdog", daemon=True).start()
 
 
 def _receiver_class(impl: str) -> type[Any]:
@@ -309,10 +290,7 @@ def _child_tcp(impl: str, size: int, repeat: int, timeout: float) -> dict[str, A
         reactor.callLater(timeout + 5, internal_timeout)
         reactor.run(installSignalHandlers=False)
     finally:
-        if sender.poll() is None:
-            sender.kill()
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            sender.wait(timeout=5)
+        end_process(sender, wait=5)
     peak_kib = _maxrss_kib() - base_kib
     if errors:
         raise RuntimeError("; ".join(errors))
@@ -330,7 +308,7 @@ def _sender(port: int, size: int, repeat: int, timeout: float) -> int:
     Hidden C{--send} mode: connect to the receiver, send the frame
     C{repeat} times, each time waiting for its one-byte acknowledgement.
     """
-    _watchdog(timeout + 10)
+    watchdog(timeout + 10)
     frame = _build_frame(size)
     with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -345,7 +323,7 @@ def _child(impl: str, size: int, mode: str, repeat: int, args: Any) -> int:
     """
     Hidden C{--child} mode: one measurement, one JSON line on stdout.
     """
-    _watchdog(args.timeout + 15)
+    watchdog(args.timeout + 15)
     result: dict[str, Any] = {"impl": impl, "mode": mode, "size": size}
     try:
         if mode == "memory":
@@ -362,19 +340,6 @@ def _child(impl: str, size: int, mode: str, repeat: int, args: Any) -> int:
 
 
 # -- parent -------------------------------------------------------------------
-
-
-def _kill_group(proc: subprocess.Popen[bytes]) -> None:
-    """
-    Kill the child (started as a process group leader) and its sender.
-    """
-    if proc.poll() is not None:
-        return
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        with contextlib.suppress(ProcessLookupError):
-            proc.kill()
 
 
 def _run_one(impl: str, size_mib: float, args: argparse.Namespace) -> dict[str, Any]:
@@ -404,25 +369,14 @@ def _run_one(impl: str, size_mib: float, args: argparse.Namespace) -> dict[str, 
         "repeat": repeat,
     }
     started = time.monotonic()
-    proc = subprocess.Popen(
-        cmd,
-        cwd=ROOT,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        start_new_session=True,
+    # A new session: the child and its sender are killed as one group.
+    done = run_bounded(
+        cmd, args.timeout, env=dict(os.environ), text=False, new_session=True
     )
-    try:
-        try:
-            out, err = proc.communicate(timeout=args.timeout)
-        except subprocess.TimeoutExpired:
-            _kill_group(proc)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.communicate(timeout=10)
-            return {**base, "status": "cutoff", "wall": time.monotonic() - started}
-    finally:
-        _kill_group(proc)
+    if done.cut_off:
+        return {**base, "status": "cutoff", "wall": time.monotonic() - started}
     wall = time.monotonic() - started
+    out, err = done.stdout, done.stderr
     lines = [ln for ln in out.decode(errors="replace").splitlines() if ln.strip()]
     try:
         result = json.loads(lines[-1])
@@ -431,7 +385,7 @@ def _run_one(impl: str, size_mib: float, args: argparse.Namespace) -> dict[str, 
         return {
             **base,
             "status": "error",
-            "error": f"child exited {proc.returncode}: " + " | ".join(tail),
+            "error": f"child exited {done.returncode}: " + " | ".join(tail),
             "wall": wall,
         }
     result = {**base, **result, "wall": wall}

@@ -1,15 +1,15 @@
 """
 Stress figures: every reliability scenario at a chosen scale, in a table.
 
-Each scenario of L{tests.reliability.scenarios} (the same code the
-reliability tests run) is run in a fresh process,
-C{python -m tests.reliability.scenarios NAME --scale SCALE}, killed by pid
-if it overruns C{--timeout}. The table gives, per scenario: the load held,
-the faults injected, the messages that had to arrive (sent), arrived once
-and intact (received), never arrived (lost) or arrived more than once
-(duplicated), the memory figure it measured (tracemalloc peak or growth in
-the measured process, with the bound it asserts), the time, and whether
-every check held.
+Each scenario of L{harness.stress} (the same code the reliability tests
+run) is run in a fresh process,
+C{python -m harness.stress NAME --scale SCALE}, killed by pid
+if it overruns C{--timeout} (L{harness.procs.run_bounded}). The table
+gives, per scenario: the load held, the faults injected, the messages that
+had to arrive (sent), arrived once and intact (received), never arrived
+(lost) or arrived more than once (duplicated), the memory figure it
+measured (tracemalloc peak or growth in the measured process, with the
+bound it asserts), the time, and whether every check held.
 
 Run from the repository root::
 
@@ -23,21 +23,17 @@ Exit status: 0 if every scenario held, 1 otherwise.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
-import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from tests.reliability.scenarios import SCALES, SCENARIOS, Result  # noqa: E402
+from harness.procs import run_bounded
+from harness.stress.registry import SCENARIOS
+from harness.stress.result import Result
+from harness.stress.scale import SCALES
 
 COLUMNS = (
     ("scenario", "scenario"),
@@ -58,29 +54,18 @@ def run_one(name: str, scale: str, timeout: float) -> tuple[Result | None, str]:
     Run scenario C{name} in a fresh process; its L{Result}, or L{None} and
     why not.
     """
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "tests.reliability.scenarios", name, "--scale", scale],
-        cwd=str(ROOT),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=dict(os.environ, PYTHONUNBUFFERED="1"),
+    done = run_bounded(
+        [sys.executable, "-m", "harness.stress", name, "--scale", scale],
+        timeout,
     )
-    try:
-        out, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
+    if done.cut_off:
         return None, f"cut off after {timeout:.0f} s"
-    finally:
-        if proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(proc.pid, signal.SIGKILL)
-            with contextlib.suppress(Exception):
-                proc.communicate(timeout=10)
+    out, err = done.stdout, done.stderr
     for line in reversed(out.splitlines()):
         if line.startswith("RESULT "):
             return Result.from_json(line[len("RESULT ") :]), ""
     tail = (err or out).strip().splitlines()[-1:] or ["no output"]
-    return None, f"exit {proc.returncode}: {tail[0]}"
+    return None, f"exit {done.returncode}: {tail[0]}"
 
 
 def row(name: str, result: Result | None, why: str, seconds: float) -> dict[str, str]:

@@ -1,62 +1,12 @@
 """
-Shared test helpers: fake transports and independent reference encoders.
+Shared test helpers: what the original library writes and reads, written
+independently of twcomms (its framing is in L{harness.wire}).
 """
 
 from __future__ import annotations
 
 import json
-import struct
 from typing import Any
-
-from twisted.internet.interfaces import ITCPTransport
-from twisted.internet.testing import StringTransport
-from zope.interface import implementer
-
-
-@implementer(ITCPTransport)
-class TCPStringTransport(StringTransport):
-    """
-    A L{StringTransport} that says it is TCP and records socket options.
-    """
-
-    noDelay = False
-    keepAlive = False
-
-    def setTcpNoDelay(self, enabled: bool) -> None:
-        self.noDelay = enabled
-
-    def getTcpNoDelay(self) -> bool:
-        return self.noDelay
-
-    def setTcpKeepAlive(self, enabled: bool) -> None:
-        self.keepAlive = enabled
-
-    def getTcpKeepAlive(self) -> bool:
-        return self.keepAlive
-
-
-def reference_frame(payload: bytes, byte_order: str = "little") -> bytes:
-    """
-    A frame built the way the original library builds one, independently of
-    twcomms: C{struct.pack('<I', n) + payload}.
-    """
-    fmt = "<I" if byte_order == "little" else ">I"
-    return struct.pack(fmt, len(payload)) + payload
-
-
-def reference_parse(stream: bytes, byte_order: str = "little") -> list[bytes]:
-    """
-    Split a byte stream into payloads, independently of twcomms.
-    """
-    fmt = "<I" if byte_order == "little" else ">I"
-    out = []
-    i = 0
-    while i < len(stream):
-        (n,) = struct.unpack(fmt, stream[i : i + 4])
-        out.append(stream[i + 4 : i + 4 + n])
-        i += 4 + n
-    assert i == len(stream), "trailing partial frame"
-    return out
 
 
 def original_encode(value: Any) -> bytes:

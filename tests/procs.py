@@ -1,6 +1,6 @@
 """
-Helpers for tests that run twcomms commands in subprocesses and talk to
-them over raw sockets.
+Helpers for tests that run twcomms commands in subprocesses (and talk to
+them over raw sockets: L{harness.sockets}).
 
 Every process is started with this interpreter (C{sys.executable -m ...}) or
 a script next to it, and is ended by its pid when its context exits
@@ -9,12 +9,10 @@ a script next to it, and is ended by its pid when its context exits
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import signal
 import socket
-import struct
 import subprocess
 import sys
 import threading
@@ -24,6 +22,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
+from harness.procs import child_env, end_process
+from harness.sockets import local_port
+
 #: Seconds any single wait may take before the test fails.
 WAIT = 10.0
 
@@ -32,109 +33,6 @@ BIN = Path(sys.executable).parent
 TWISTD = str(BIN / "twistd")
 TWCOMMS = str(BIN / "twcomms")
 PYTHON = sys.executable
-
-_HEADER = struct.Struct("<I")
-
-
-def free_port() -> int:
-    """
-    A TCP port on 127.0.0.1 that nothing listened on a moment ago.
-    """
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-    return port
-
-
-def child_env(**extra: str) -> dict[str, str]:
-    """
-    The environment for a child: ours, unbuffered, plus C{extra}.
-    """
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
-    env.update(extra)
-    return env
-
-
-# -- raw sockets ---------------------------------------------------------------
-
-
-def frame(payload: bytes) -> bytes:
-    """
-    One message on the wire: 4-byte little-endian length, then the payload.
-    """
-    return _HEADER.pack(len(payload)) + payload
-
-
-def recv_exact(sock: socket.socket, n: int, timeout: float = WAIT) -> bytes:
-    """
-    Exactly C{n} bytes, within C{timeout} seconds overall.
-
-    @raise EOFError: the peer closed first.
-    @raise TimeoutError: they did not arrive in time.
-    """
-    deadline = time.monotonic() + timeout
-    chunks: list[bytes] = []
-    got = 0
-    while got < n:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise TimeoutError(f"got {got} of {n} bytes within {timeout} s")
-        sock.settimeout(left)
-        chunk = sock.recv(min(n - got, 1 << 20))
-        if not chunk:
-            raise EOFError(f"connection closed after {got} of {n} bytes")
-        chunks.append(chunk)
-        got += len(chunk)
-    return b"".join(chunks)
-
-
-def recv_frame(sock: socket.socket, timeout: float = WAIT) -> bytes:
-    """
-    The payload of the next message.
-    """
-    deadline = time.monotonic() + timeout
-    (length,) = _HEADER.unpack(recv_exact(sock, 4, timeout))
-    return recv_exact(sock, length, max(deadline - time.monotonic(), 0.01))
-
-
-def send_json(sock: socket.socket, value: Any) -> None:
-    sock.sendall(frame(json.dumps(value).encode()))
-
-
-def recv_json(sock: socket.socket, timeout: float = WAIT) -> Any:
-    return json.loads(recv_frame(sock, timeout))
-
-
-def recv_eof(sock: socket.socket, timeout: float = WAIT) -> bytes:
-    """
-    Read until the peer closes; return what arrived first (C{b""} if
-    nothing). A reset or a timeout raises.
-    """
-    deadline = time.monotonic() + timeout
-    data = b""
-    while True:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise TimeoutError(f"the connection did not close within {timeout} s")
-        sock.settimeout(left)
-        chunk = sock.recv(65536)
-        if not chunk:
-            return data
-        data += chunk
-
-
-@contextmanager
-def raw_client(port: int) -> Iterator[socket.socket]:
-    sock = socket.create_connection(("127.0.0.1", port), timeout=WAIT)
-    try:
-        yield sock
-    finally:
-        sock.close()
-
-
-def local_port(sock: socket.socket) -> int:
-    port: int = sock.getsockname()[1]
-    return port
 
 
 # -- processes -----------------------------------------------------------------
@@ -242,15 +140,7 @@ class Proc:
         """
         End the process by its pid: terminate, wait, kill.
         """
-        if self.proc.poll() is None:
-            try:
-                os.kill(self.pid, signal.SIGTERM)
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                os.kill(self.pid, signal.SIGKILL)
-                self.proc.wait(5)
-            except ProcessLookupError:
-                pass
+        end_process(self.proc, first=signal.SIGTERM, grace=5, wait=5)
         self._reader.join(5)
         if self.proc.stdout is not None:
             self.proc.stdout.close()

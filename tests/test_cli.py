@@ -28,29 +28,22 @@ from twisted.internet.defer import ensureDeferred
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 
+from harness.procs import child_env
+from harness.sockets import (
+    free_port,
+    local_port,
+    raw_connect,
+    recv_eof,
+    recv_frame,
+    recv_json,
+    send_json,
+)
+from harness.wire import frame
 from twcomms.client import CommsClientFactory
 from twcomms.connection.protocol import CommsProtocol
 from twcomms.ops.cli import _send_file
 
-from .procs import (
-    PYTHON,
-    TWCOMMS,
-    TWISTD,
-    WAIT,
-    Hub,
-    Proc,
-    child_env,
-    frame,
-    free_port,
-    hub,
-    local_port,
-    raw_client,
-    recv_eof,
-    recv_frame,
-    recv_json,
-    run,
-    send_json,
-)
+from .procs import PYTHON, TWCOMMS, TWISTD, WAIT, Hub, Proc, hub, run
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 
@@ -97,7 +90,7 @@ def assert_relays(server: Hub) -> None:
     """
     Two raw clients: what A sends, B gets; A does not get its own.
     """
-    with raw_client(server.port) as a, raw_client(server.port) as b:
+    with raw_connect(server.port) as a, raw_connect(server.port) as b:
         server.wait_client(a)
         server.wait_client(b)
         send_json(a, {"from": "a", "n": [1, 2.5, None, True]})
@@ -127,8 +120,8 @@ def test_twistd_echo_sends_back(cwd: Path) -> None:
     port = free_port()
     with (
         hub(twistd(port, "--mode", "echo"), port, cwd=cwd) as server,
-        raw_client(port) as a,
-        raw_client(port) as b,
+        raw_connect(port) as a,
+        raw_connect(port) as b,
     ):
         server.wait_client(a)
         server.wait_client(b)
@@ -146,7 +139,7 @@ def test_twistd_sink_sends_nothing_and_logs_stats(cwd: Path) -> None:
     argv = twistd(port, "--mode", "sink", "--stats-interval", "0.2")
     with hub(argv, port, cwd=cwd) as server:
         server.wait_line(r"stats: \d+ clients, in \d+ msg/s")
-        with raw_client(port) as a:
+        with raw_connect(port) as a:
             server.wait_client(a)
             start = len(server.lines)
             for i in range(20):
@@ -179,8 +172,8 @@ def test_app_callable_gets_the_factory(tmp_path: Path, cwd: Path) -> None:
     argv = twistd(port, "--app", "welcome_app:install")
     with (
         hub(argv, port, cwd=cwd, env=env) as server,
-        raw_client(port) as a,
-        raw_client(port) as b,
+        raw_connect(port) as a,
+        raw_connect(port) as b,
     ):
         assert recv_json(a) == {"welcome": True}
         assert recv_json(b) == {"welcome": True}
@@ -212,7 +205,7 @@ def test_bad_app_fails_clearly(command: str, cwd: Path) -> None:
 def test_sigterm_closes_clients_and_exits(command: str, cwd: Path) -> None:
     port = free_port()
     argv = {"twistd": twistd, "serve": serve}[command](port)
-    with hub(argv, port, cwd=cwd) as server, raw_client(port) as a:
+    with hub(argv, port, cwd=cwd) as server, raw_connect(port) as a:
         server.wait_client(a)
         server.signal(signal.SIGTERM)
         # A clean close (FIN, not a reset), with nothing sent first.
@@ -390,7 +383,7 @@ def test_listen_without_count_ends_when_the_hub_stops(cwd: Path) -> None:
         Proc(listen_argv, cwd=cwd) as listen,
     ):
         server.wait_new_client()
-        with raw_client(port) as a:
+        with raw_connect(port) as a:
             server.wait_client(a)
             send_json(a, {"n": 1})
             listen.wait_line(r'"n": 1')

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from twisted.internet.testing import StringTransport
 
-from tests.helpers import reference_parse
+from harness.wire import parse as reference_parse
 from twcomms.connection.protocol import CommsProtocol
 from twcomms.errors import ConnectionClosedError
 from twcomms.threaded.flow import (

@@ -16,7 +16,9 @@ from twisted.protocols.basic import StringTooLongError
 from twisted.protocols.test.test_basic import IntNTestCaseMixin, TestMixin
 from twisted.trial.unittest import SynchronousTestCase
 
-from tests.helpers import TCPStringTransport, reference_frame, reference_parse
+from harness.transport import TCPStringTransport
+from harness.wire import frame as reference_frame
+from harness.wire import parse as reference_parse
 from twcomms.errors import MessageTooLargeError
 from twcomms.wire.framing import (
     BIG_ENDIAN,

@@ -13,7 +13,9 @@ from twisted.internet.testing import StringTransport
 from twisted.logger import capturedLogs
 from twisted.python.failure import Failure
 
-from tests.helpers import TCPStringTransport, reference_frame, reference_parse
+from harness.transport import TCPStringTransport
+from harness.wire import frame as reference_frame
+from harness.wire import parse as reference_parse
 from twcomms.connection.protocol import (
     CloseReason,
     CommsProtocol,

@@ -20,7 +20,6 @@ import json
 import os
 import re
 import shutil
-import struct
 import sys
 import tempfile
 from collections.abc import Callable, Iterator
@@ -34,6 +33,8 @@ from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.error import CannotListenError
 from twisted.python.failure import Failure
 
+from harness.procs import child_env
+from harness.wire import frame, header, split
 from tests.tls_helpers import TLSFiles, make_tls_files
 from twcomms.client import CommsClientFactory, GaveUpError
 from twcomms.connection.protocol import CloseReason, CommsProtocol
@@ -117,7 +118,7 @@ class RawPeer(protocol.Protocol):
     """
 
     def __init__(self, byte_order: str = "little") -> None:
-        self.fmt = "<I" if byte_order == "little" else ">I"
+        self.byte_order = byte_order
         self.raw = b""  # everything received
         self.frames = Events()  # each complete payload
         self.lost_reason: Failure | None = None
@@ -126,14 +127,9 @@ class RawPeer(protocol.Protocol):
 
     def dataReceived(self, data: bytes) -> None:
         self.raw += data
-        buffered = self._unparsed + data
-        while len(buffered) >= 4:
-            (n,) = struct.unpack(self.fmt, buffered[:4])
-            if len(buffered) < 4 + n:
-                break
-            self.frames(buffered[4 : 4 + n])
-            buffered = buffered[4 + n :]
-        self._unparsed = buffered
+        payloads, self._unparsed = split(self._unparsed + data, self.byte_order)
+        for payload in payloads:
+            self.frames(payload)
 
     def connectionLost(self, reason: Failure = protocol.connectionDone) -> None:
         self.lost_reason = reason
@@ -142,7 +138,7 @@ class RawPeer(protocol.Protocol):
             d.callback(None)
 
     def send_frame(self, payload: bytes) -> None:
-        self.transport.write(struct.pack(self.fmt, len(payload)) + payload)
+        self.transport.write(frame(payload, self.byte_order))
 
     def when_lost(self, timeout: float = TIMEOUT) -> defer.Deferred[Any]:
         """
@@ -346,19 +342,18 @@ def test_wire_format_from_a_raw_peer(cleanup: Cleanup, byte_order: str) -> Any:
     Frames built by hand (as the original library and its Unity peers
     build them) are understood, and the reply is the same bytes.
     """
-    fmt = "<I" if byte_order == "little" else ">I"
     server, port = yield start_server(
         cleanup, byteOrder=byte_order, on_message=lambda c, m: c.send(m)
     )
     peer = yield connect_raw(cleanup, port, byte_order)
     payload = json.dumps({"from": "raw", "n": 1}).encode()
     # Header and payload in separate, split-up writes.
-    frame = struct.pack(fmt, len(payload)) + payload
-    peer.transport.write(frame[:2])
-    peer.transport.write(frame[2:9])
-    peer.transport.write(frame[9:])
+    data = frame(payload, byte_order)
+    peer.transport.write(data[:2])
+    peer.transport.write(data[2:9])
+    peer.transport.write(data[9:])
     yield peer.frames.wait(1)
-    assert peer.raw == frame
+    assert peer.raw == data
 
 
 @pytest_twisted.inlineCallbacks
@@ -862,7 +857,7 @@ def test_oversize_header_closes_only_that_connection(cleanup: Cleanup) -> Any:
     yield connects.wait(2)
     (bad_handle,) = [h for h in server.clients if h.port != local_port(good)]
 
-    peer.transport.write(struct.pack("<I", limit + 1) + b"x" * 100)
+    peer.transport.write(header(limit + 1) + b"x" * 100)
     yield peer.when_lost()
     [(handle, reason)] = yield closes.wait(1)
     assert handle is bad_handle
@@ -1147,7 +1142,7 @@ class ExampleProcess(protocol.ProcessProtocol):
 
 def run_example(cleanup: Cleanup, name: str, *args: str) -> ExampleProcess:
     proc = ExampleProcess()
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env = child_env()
     reactor.spawnProcess(
         proc,
         sys.executable,

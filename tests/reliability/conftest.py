@@ -3,15 +3,15 @@ Fixtures shared by the reliability tests (pytest-twisted ones here, and the
 threaded API's in C{threaded/}).
 
 C{TWCOMMS_SCALE} (C{ci}, the default, or C{full}) sizes the heavy tests;
-see L{tests.reliability.scenarios.SCALES}.
+see L{harness.stress.scale.SCALES}.
 """
 
 from __future__ import annotations
 
 import pytest
 
-from tests.reliability.driver import raise_fd_limit
-from tests.reliability.scenarios import Scale, current_scale
+from harness.procs import raise_fd_limit
+from harness.stress.scale import Scale, current_scale
 
 
 @pytest.fixture(scope="session", autouse=True)

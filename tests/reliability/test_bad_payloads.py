@@ -19,17 +19,12 @@ import pytest_twisted
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.reliability.scenarios import (
-    BAD_PAYLOADS,
-    LogWatch,
-    Scale,
-    assert_held,
-    bad_payloads,
-    current_scale,
-    frame,
-    independent_decode,
-    memory_connection,
-)
+from harness.stress.bad_payloads import BAD_PAYLOADS, bad_payloads, independent_decode
+from harness.stress.garbage import memory_connection
+from harness.stress.measure import LogWatch
+from harness.stress.result import assert_held
+from harness.stress.scale import Scale, current_scale
+from harness.wire import frame
 from twcomms.codecs import get_codec
 from twcomms.errors import DecodeError
 
@@ -130,7 +125,7 @@ def test_each_bad_payload_in_memory(data_type: str, what: str, payload: bytes) -
 async def test_bad_payloads_over_real_sockets(scale: Scale, data_type: str) -> None:
     """
     Many connections mix good and bad payloads while a well-behaved client
-    keeps getting echoes (see L{tests.reliability.scenarios.bad_payloads}).
+    keeps getting echoes (see L{harness.stress.bad_payloads.bad_payloads}).
     """
     result = await bad_payloads(scale, data_type)
     assert_held(result)

@@ -5,7 +5,7 @@ descriptors (/proc/self/fd), threads, server clients and connections,
 reactor readers/writers/delayed calls, memory (tracemalloc growth under
 512 KiB after a warm-up).
 
-It runs in a fresh process (C{python -m tests.reliability.scenarios churn}):
+It runs in a fresh process (C{python -m harness.stress churn}):
 under pytest-twisted nobody begins Twisted logging, so Twisted keeps every
 log event in memory (up to 65,536), which would read as a leak. The
 threaded API's churn is in C{threaded/test_churn.py}.
@@ -15,20 +15,14 @@ from __future__ import annotations
 
 import pytest_twisted
 
-from tests.reliability.scenarios import (
-    DriverProcess,
-    Result,
-    Scale,
-    assert_held,
-    kill_all,
-)
+from harness.stress.processes import DriverProcess, kill_all
+from harness.stress.result import Result, assert_held
+from harness.stress.scale import Scale
 
 
 @pytest_twisted.ensureDeferred
 async def test_churn_leaks_nothing(scale: Scale) -> None:
-    proc = DriverProcess(
-        ["-m", "tests.reliability.scenarios", "churn", "--scale", scale.name]
-    )
+    proc = DriverProcess(["-m", "harness.stress", "churn", "--scale", scale.name])
     try:
         event = await proc.wait_event("RESULT", 60 + scale.churn_cycles / 50)
     finally:

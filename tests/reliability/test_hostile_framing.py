@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import itertools
 import random
-import struct
 import tracemalloc
 from typing import Any
 
@@ -30,21 +29,19 @@ from twisted.internet.error import ConnectionDone
 from twisted.internet.protocol import ClientFactory, Protocol
 from twisted.python.failure import Failure
 
-from tests.reliability.scenarios import (
+from harness.stress.garbage import (
     BIG_HEADERS,
     GARBAGE_LIMIT,
-    LogWatch,
-    Scale,
-    assert_held,
     check_memory_stream,
-    current_scale,
-    frame,
-    fuzz_memory,
     garbage_plan,
-    garbage_sockets,
     memory_connection,
-    reference_outcome,
 )
+from harness.stress.hostile_framing import fuzz_memory, garbage_sockets
+from harness.stress.measure import LogWatch
+from harness.stress.result import assert_held
+from harness.stress.scale import Scale, current_scale
+from harness.wire import frame, header
+from harness.wire import outcome as reference_outcome
 from twcomms.client import CommsClientFactory
 from twcomms.framing import MAX_FRAME_PAYLOAD
 from twcomms.protocol import CloseReason
@@ -80,11 +77,6 @@ def split(data: bytes, at: list[int]) -> list[bytes]:
     return [data[a:b] for a, b in itertools.pairwise(points)]
 
 
-def encode(payload: bytes, byte_order: str) -> bytes:
-    fmt = "<I" if byte_order == "little" else ">I"
-    return struct.pack(fmt, len(payload)) + payload
-
-
 @st.composite
 def hostile_streams(draw: Any) -> bytes:
     """
@@ -95,10 +87,8 @@ def hostile_streams(draw: Any) -> bytes:
             st.one_of(
                 payloads.map(lambda ps: b"".join(frame(p) for p in ps)),
                 st.binary(max_size=200),
-                st.sampled_from(BIG_HEADERS).map(lambda n: struct.pack("<I", n)),
-                st.integers(LIMIT + 1, MAX_FRAME_PAYLOAD).map(
-                    lambda n: struct.pack("<I", n)
-                ),
+                st.sampled_from(BIG_HEADERS).map(header),
+                st.integers(LIMIT + 1, MAX_FRAME_PAYLOAD).map(header),
                 st.binary(min_size=1, max_size=100).map(lambda p: frame(p)[:-1]),
             ),
             max_size=8,
@@ -120,7 +110,7 @@ def test_valid_frames_survive_any_split(
     delivered exactly once, whole, in order; nothing is left buffered and
     the connection stays open.
     """
-    stream = b"".join(encode(p, byte_order) for p in messages)
+    stream = b"".join(frame(p, byte_order) for p in messages)
     proto, receiver, transport = memory_connection(LIMIT, "binary", byte_order)
     for piece in split(stream, at):
         proto.dataReceived(piece)
@@ -177,13 +167,12 @@ def test_oversized_header_closes_once_and_buffers_nothing(
     if announced <= limit:
         announced = limit + 1
     good = b"ok"
-    fmt = "<I" if byte_order == "little" else ">I"
-    stream = encode(good, byte_order) + struct.pack(fmt, announced) + junk
+    stream = frame(good, byte_order) + header(announced, byte_order) + junk
     with LogWatch() as watch:
         proto, receiver, transport = memory_connection(limit, "binary", byte_order)
         for piece in split(stream, at):
             proto.dataReceived(piece)
-        proto.dataReceived(encode(b"after", byte_order) * 3)
+        proto.dataReceived(frame(b"after", byte_order) * 3)
         assert receiver.messages == [good]
         assert transport.disconnecting
         assert proto.closeReason is CloseReason.OVERSIZE
@@ -206,7 +195,7 @@ def test_largest_header_at_the_largest_limit_holds_only_what_arrived() -> None:
         proto, receiver, transport = memory_connection(MAX_FRAME_PAYLOAD)
         tracemalloc.reset_peak()
         base = tracemalloc.get_traced_memory()[0]
-        proto.dataReceived(struct.pack("<I", MAX_FRAME_PAYLOAD) + b"0123456789")
+        proto.dataReceived(header(MAX_FRAME_PAYLOAD) + b"0123456789")
         peak = tracemalloc.get_traced_memory()[1] - base
     finally:
         tracemalloc.stop()
@@ -325,7 +314,7 @@ def test_pausing_while_framing_keeps_every_frame_in_order(
     they are kept, and after resuming every frame is delivered once, in
     order.
     """
-    from tests.helpers import TCPStringTransport
+    from harness.transport import TCPStringTransport
     from twcomms.protocol import CommsProtocol
 
     receiver = PausingReceiver()
@@ -346,7 +335,7 @@ def test_pausing_while_framing_keeps_every_frame_in_order(
 def test_fuzz_memory_scenario(scale: Scale) -> None:
     """
     The stress scenario's in-memory part: thousands of seeded random
-    streams (see L{tests.reliability.scenarios.garbage_stream}).
+    streams (see L{harness.stress.garbage.garbage_stream}).
     """
     assert_held(fuzz_memory(scale))
 
@@ -445,7 +434,7 @@ async def test_garbage_connections_over_real_sockets(scale: Scale) -> None:
     """
     Hundreds of garbage connections come and go over 127.0.0.1 while a
     well-behaved client keeps getting echoes (see
-    L{tests.reliability.scenarios.garbage_sockets}).
+    L{harness.stress.hostile_framing.garbage_sockets}).
     """
     result = await garbage_sockets(scale)
     assert_held(result)

@@ -24,18 +24,17 @@ import pytest
 import pytest_twisted
 from twisted.internet import defer, protocol, reactor
 
-from tests.reliability.scenarios import (
+from harness.stress.measure import LogWatch
+from harness.stress.processes import driver, kill_all
+from harness.stress.reactor import (
     LOCAL_TCP,
     Counter,
-    LogWatch,
     PingPong,
     Slots,
     bounded,
     connect_raw,
-    driver,
-    frame,
-    kill_all,
 )
+from harness.wire import frame
 from tests.tls_helpers import TLSFiles, make_tls_files
 from twcomms.client import CommsClientFactory, GaveUpError
 from twcomms.protocol import CloseReason, CommsProtocol

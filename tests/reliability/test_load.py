@@ -1,5 +1,5 @@
 """
-Load: clients in separate processes (C{tests/reliability/driver.py}), each
+Load: clients in separate processes (C{harness/stress/driver.py}), each
 sending numbered messages; the server must receive exactly clients x
 messages, each client's in order; then it broadcasts and every client must
 get every broadcast, in order. Sizes: C{scale.load_*} (100 x 100 at ci
@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import pytest_twisted
 
-from tests.reliability.scenarios import Scale, assert_held, load
+from harness.stress.load import load
+from harness.stress.result import assert_held
+from harness.stress.scale import Scale
 
 
 @pytest_twisted.ensureDeferred

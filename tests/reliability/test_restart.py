@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import pytest_twisted
 
-from tests.reliability.scenarios import Scale, assert_held, restart
+from harness.stress.restart import restart
+from harness.stress.result import assert_held
+from harness.stress.scale import Scale
 
 
 @pytest_twisted.ensureDeferred

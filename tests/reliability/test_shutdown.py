@@ -12,22 +12,17 @@ decided to close it, and then C{CommsServerFactory.stop()} never completes.
 from __future__ import annotations
 
 import socket
-import struct
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import pytest_twisted
 
-from tests.reliability.scenarios import (
-    LOCAL_TCP,
-    MiB,
-    Scale,
-    Slots,
-    assert_held,
-    bounded,
-    shutdown,
-)
+from harness.stress.reactor import LOCAL_TCP, Slots, bounded
+from harness.stress.result import assert_held
+from harness.stress.scale import MiB, Scale
+from harness.stress.shutdown import shutdown
+from harness.wire import header
 from twcomms.protocol import CloseReason
 from twcomms.server import CommsServerFactory
 
@@ -109,7 +104,7 @@ async def test_oversize_from_a_client_that_does_not_read_closes_it(
     server, handle, sock = await server_with_a_stuck_client(
         non_reader, 16 * MiB, 32 * MiB
     )
-    sock.send(struct.pack("<I", 0xFFFFFFFF) + b"junk")
+    sock.send(header(0xFFFFFFFF) + b"junk")
     try:
         await bounded(handle.when_closed(), 3, "the oversize close")
         assert handle.close_reason is CloseReason.OVERSIZE

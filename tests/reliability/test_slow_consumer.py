@@ -3,7 +3,7 @@ Slow consumer: a client that never reads (and one that stops reading) while
 the server broadcasts C{scale.slow_consumer_bytes} (256 MiB at ci scale,
 1 GiB at full scale) in 1 MiB messages.
 
-Bound asserted (L{tests.reliability.scenarios.slow_consumer_bound}): the
+Bound asserted (L{harness.stress.slow_consumer.slow_consumer_bound}): the
 server's traced memory (tracemalloc, in this process, which runs the
 server; the readers are in a client process) stays under, per slow client,
 twice (outbound limit + Twisted's 64 KiB pause threshold + one frame); per
@@ -22,12 +22,9 @@ from __future__ import annotations
 
 import pytest_twisted
 
-from tests.reliability.scenarios import (
-    Scale,
-    assert_held,
-    slow_consumer,
-    slow_consumer_bound,
-)
+from harness.stress.result import assert_held
+from harness.stress.scale import Scale
+from harness.stress.slow_consumer import slow_consumer, slow_consumer_bound
 
 
 @pytest_twisted.ensureDeferred

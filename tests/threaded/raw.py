@@ -1,54 +1,34 @@
 """
 Independent raw-socket peers for the threaded API tests.
 
-Everything here frames and parses with C{struct} exactly as the original
-library did (C{struct.pack('<I', len(p)) + p}); nothing comes from twcomms.
+Framing is L{harness.wire}'s: C{struct} exactly as the original library
+did (C{struct.pack('<I', len(p)) + p}); nothing comes from twcomms.
 """
 
 from __future__ import annotations
 
 import queue
 import socket
-import struct
 from typing import Any
+
+from harness import sockets
 
 #: Bound on every wait in these tests: a bug fails the test, never hangs it.
 WAIT = 15.0
 
 
-def fmt(byte_order: str = "little") -> str:
-    return "<I" if byte_order == "little" else ">I"
-
-
-def frame(payload: bytes, byte_order: str = "little") -> bytes:
+def raw_connect(port: int) -> socket.socket:
     """
-    One frame built the way the original builds one.
+    A socket connected to 127.0.0.1:C{port}, timing out after L{WAIT}.
     """
-    return struct.pack(fmt(byte_order), len(payload)) + payload
-
-
-def recv_exact(sock: socket.socket, n: int) -> bytes:
-    buf = bytearray()
-    while len(buf) < n:
-        chunk = sock.recv(min(n - len(buf), 1 << 20))
-        if not chunk:
-            raise EOFError(f"connection closed after {len(buf)} of {n} bytes")
-        buf += chunk
-    return bytes(buf)
+    return sockets.raw_connect(port, WAIT)
 
 
 def recv_frame(sock: socket.socket, byte_order: str = "little") -> bytes:
     """
-    Read one frame and return its payload, parsed with C{struct} only.
+    Read one frame and return its payload, within L{WAIT} seconds.
     """
-    (n,) = struct.unpack(fmt(byte_order), recv_exact(sock, 4))
-    return recv_exact(sock, n)
-
-
-def raw_connect(port: int) -> socket.socket:
-    sock = socket.create_connection(("127.0.0.1", port), timeout=WAIT)
-    sock.settimeout(WAIT)
-    return sock
+    return sockets.recv_frame(sock, byte_order, WAIT)
 
 
 def get(q: queue.Queue[Any], what: str = "an event", timeout: float = WAIT) -> Any:

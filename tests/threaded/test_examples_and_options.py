@@ -18,17 +18,13 @@ from typing import Any
 
 import pytest
 
+from harness.procs import end_process
+from harness.sockets import free_port
 from tests.tls_helpers import make_tls_files
 from twcomms import Client, Server
 
 WAIT = 20
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def wait_for_line(proc: subprocess.Popen[str], prefix: str) -> str:
@@ -91,9 +87,8 @@ def test_the_original_chat_example(tmp_path: Path) -> None:
         assert server_out.count("Disconnected") == 2
     finally:
         for proc in (clients, server):
-            if proc is not None and proc.poll() is None:
-                proc.kill()
-                proc.wait()
+            if proc is not None:
+                end_process(proc)
 
 
 def test_adopting_a_connected_socket() -> None:

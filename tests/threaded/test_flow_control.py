@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 
+from harness.procs import end_process
 from twcomms import Client, Server
 from twcomms.threaded import FlowControl, QueueFullError, SendTimeoutError
 
@@ -252,8 +253,7 @@ def test_exit_with_open_clients_flushes(closing: list[Any], tmp_path: Path) -> N
     try:
         out, _ = proc.communicate(timeout=WAIT)
     finally:
-        proc.kill()
-        proc.wait()
+        end_process(proc)
     assert proc.returncode == 0
     assert out.strip() == b"sent"
     assert done.wait(WAIT)

@@ -23,7 +23,10 @@ from typing import IO, Any
 
 import pytest
 
-from .raw import WAIT, RawServer, frame, raw_connect, recv_frame
+from harness.procs import child_env, end_process
+from harness.wire import frame
+
+from .raw import WAIT, RawServer, raw_connect, recv_frame
 
 #: How soon a process must exit once nothing holds it open.
 EXIT_WITHIN = 5.0
@@ -36,13 +39,12 @@ class Script:
     """
 
     def __init__(self, path: Path) -> None:
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
         self.proc = subprocess.Popen(
             [sys.executable, str(path)],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
-            env=env,
+            env=child_env(),
         )
         self.lines: list[str] = []
         self._cond = threading.Condition()
@@ -88,9 +90,7 @@ class Script:
             return None
 
     def kill(self) -> None:
-        if self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(WAIT)
+        end_process(self.proc, wait=WAIT)
 
 
 @pytest.fixture

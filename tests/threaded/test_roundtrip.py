@@ -12,10 +12,11 @@ from typing import Any
 
 import pytest
 
+from harness.wire import frame
 from twcomms.errors import EncodeError, InvalidJSONError
 from twcomms.threaded import ConnectedClient
 
-from .raw import frame, get, raw_connect, recv_frame
+from .raw import get, raw_connect, recv_frame
 
 MODES = ["json", "string", "binary"]
 ORDERS = ["little", "big"]

@@ -13,11 +13,12 @@ from typing import Any
 
 import pytest
 
+from harness.wire import frame
 from twcomms.errors import ClientGoneError
 from twcomms.threaded import Client, ConnectedClient, Server
 from twcomms.threaded.eventloop import get_event_loop
 
-from .raw import WAIT, assert_empty, frame, get, raw_connect, recv_frame
+from .raw import WAIT, assert_empty, get, raw_connect, recv_frame
 
 REACTOR_THREAD = "twcomms-reactor"
 

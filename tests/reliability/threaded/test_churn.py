@@ -8,7 +8,9 @@ once the server stops, the callback threads end.
 
 from __future__ import annotations
 
-from tests.reliability.scenarios import Scale, assert_held, churn_threaded
+from harness.stress.churn import churn_threaded
+from harness.stress.result import assert_held
+from harness.stress.scale import Scale
 
 
 def test_client_churn_leaks_nothing(scale: Scale) -> None:

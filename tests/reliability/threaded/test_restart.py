@@ -9,7 +9,9 @@ full scale).
 
 from __future__ import annotations
 
-from tests.reliability.scenarios import Scale, assert_held, restart_threaded
+from harness.stress.restart import restart_threaded
+from harness.stress.result import assert_held
+from harness.stress.scale import Scale
 
 
 def test_clients_reconnect_and_offline_messages_arrive_once(scale: Scale) -> None:

@@ -9,12 +9,10 @@ from __future__ import annotations
 
 import threading
 
-from tests.reliability.scenarios import (
-    Scale,
-    assert_held,
-    shutdown_threaded,
-    wait_until,
-)
+from harness.stress.result import assert_held
+from harness.stress.scale import Scale
+from harness.stress.shutdown import shutdown_threaded
+from harness.stress.threads import wait_until
 from twcomms.threaded import Client, Server
 
 

@@ -4,7 +4,7 @@ fast as TCP allows to a receiver whose callback is slower. The receive
 window (C{FlowControl(receive_high_count=200, receive_high_bytes=256 KiB)})
 pauses reading, TCP slows the sender; every message is handled once, in
 order; the receiver's traced memory (tracemalloc, this process) stays under
-L{tests.reliability.scenarios.slow_callback_bound}: twice the window's byte
+L{harness.stress.slow_callback.slow_callback_bound}: twice the window's byte
 mark, plus 200 messages at ~2.5 KiB each (payload and decoded value), plus
 two 64 KiB socket reads kept while paused, plus 4 MiB: about 5.1 MiB,
 whatever the number of messages (20 MiB sent at ci scale, 100 MiB at full).
@@ -16,11 +16,11 @@ from __future__ import annotations
 
 import pytest
 
-from tests.reliability.scenarios import (
+from harness.stress.result import assert_held
+from harness.stress.scale import Scale
+from harness.stress.slow_callback import (
     SLOW_CB_HIGH_COUNT,
     SLOW_CB_SLACK_COUNT,
-    Scale,
-    assert_held,
     slow_callback,
 )
 

@@ -1,11 +1,12 @@
 """
 Client driver for the reliability scenarios: many client connections in one
-process, started with C{sys.executable} by L{tests.reliability.scenarios}.
+process, started with C{sys.executable} by L{harness.stress.processes}.
 
-It imports only twcomms, Twisted and the standard library (nothing from the
-test tree), so it runs as a script::
+It imports only twcomms, Twisted, the standard library and
+L{harness.wire} / L{harness.procs} (nothing from the tests or the
+benchmarks); it runs from the repository root as::
 
-    python tests/reliability/driver.py MODE --port PORT [options]
+    python -m harness.stress.driver MODE --port PORT [options]
 
 Modes:
 
@@ -35,7 +36,6 @@ from __future__ import annotations
 import argparse
 import json
 import random
-import resource
 import signal
 import socket
 import struct
@@ -43,21 +43,12 @@ import sys
 import time
 from typing import Any
 
+from harness.procs import raise_fd_limit
+from harness.wire import frame, header
+
 #: Distinct offsets into the pattern, so consecutive payloads differ.
 PATTERN_SPAN = 65536
 _SEQ = struct.Struct("<Q")
-_HEADER = struct.Struct("<I")
-
-
-def raise_fd_limit() -> int:
-    """
-    Raise this process's open-files soft limit to its hard limit; return it.
-    """
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if hard != resource.RLIM_INFINITY and soft < hard:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-        soft = hard
-    return soft
 
 
 def make_pattern(seed: int, size: int) -> bytes:
@@ -294,7 +285,7 @@ def run_receivers(args: argparse.Namespace) -> int:
             s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
             s.settimeout(args.timeout)
             s.connect(("127.0.0.1", args.port))
-            s.sendall(_HEADER.pack(8) + b"slow-raw")
+            s.sendall(frame(b"slow-raw"))
             raw.append(s)
         for seq in seqs:
             f = fast(seq)
@@ -322,7 +313,7 @@ def message_frames(first: int, count: int, size: int) -> bytes:
     out = []
     for i in range(first, first + count):
         payload = json.dumps({"i": i, "p": pad}).encode()
-        out.append(_HEADER.pack(len(payload)) + payload)
+        out.append(frame(payload))
     return b"".join(out)
 
 
@@ -368,10 +359,10 @@ def run_sender(args: argparse.Namespace) -> int:
 def run_idle(args: argparse.Namespace, partial: bool) -> int:
     sock = socket.create_connection(("127.0.0.1", args.port), timeout=args.timeout)
     hello = json.dumps({"hello": "partial" if partial else "idle"}).encode()
-    data = _HEADER.pack(len(hello)) + hello
+    data = frame(hello)
     if partial:
         cut = json.dumps({"never": "complete", "pad": "z" * 100}).encode()
-        data += _HEADER.pack(len(cut)) + cut[: len(cut) // 2]
+        data += header(len(cut)) + cut[: len(cut) // 2]
     sock.sendall(data)
     emit(
         "ready",
