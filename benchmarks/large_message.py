@@ -1,7 +1,7 @@
 """
 Benchmark: receiving one large length-prefixed message.
 
-Compares twcomms' L{twcomms.framing.FrameReceiver} with Twisted's stock
+Compares twcomms' L{twcomms.wire.FrameReceiver} with Twisted's stock
 C{twisted.protocols.basic.Int32StringReceiver} when a single big message
 (16, 64 and 256 MiB by default) arrives in 64 KiB pieces. Both receivers
 read the same bytes: a 4-byte little-endian length header (C{"<I"}) and the
@@ -125,7 +125,7 @@ def _receiver_class(impl: str) -> type[Any]:
     """
     base: type[Any]
     if impl == "twcomms":
-        from twcomms.framing import FrameReceiver
+        from twcomms.wire.framing import FrameReceiver
 
         base = FrameReceiver
     elif impl == "stock":

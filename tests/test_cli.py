@@ -40,7 +40,7 @@ from harness.sockets import (
 )
 from harness.wire import frame
 from twcomms.client import CommsClientFactory
-from twcomms.connection.protocol import CommsProtocol
+from twcomms.connection import CommsProtocol
 from twcomms.ops.cli import _send_file
 
 from .procs import PYTHON, TWCOMMS, TWISTD, WAIT, Hub, Proc, hub, run
@@ -522,7 +522,7 @@ def test_send_file_streams_a_regular_file(tmp_path: Path) -> None:
     tracemalloc.start()
     try:
         with open(path, "rb") as f:
-            done = ensureDeferred(_send_file(proto, f, "little", io.StringIO()))
+            done = ensureDeferred(_send_file(proto.writer, f, io.StringIO()))
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
@@ -555,7 +555,7 @@ def test_send_file_that_shrinks_aborts_with_a_clear_error(tmp_path: Path) -> Non
     proto = _file_sender(t)
     with open(path, "rb") as real:
         done = ensureDeferred(
-            _send_file(proto, Shrinking(real), "little", io.StringIO())  # type: ignore[arg-type]
+            _send_file(proto.writer, Shrinking(real), io.StringIO())  # type: ignore[arg-type]
         )
     failures: list[Failure] = []
     done.addErrback(failures.append)

@@ -14,7 +14,7 @@ from twisted.internet.testing import MemoryReactorClock
 from twisted.python.failure import Failure
 
 from twcomms.client import STABLE_AFTER, CommsClientFactory, GaveUpError
-from twcomms.connection.protocol import CloseReason, CommsProtocol
+from twcomms.connection import CloseReason, CommsProtocol
 from twcomms.errors import ConnectionClosedError, NotConnectedError
 from twcomms.server import CommsServerFactory
 from twcomms.testing import MemoryNetwork

@@ -11,7 +11,7 @@ import pytest
 from twisted.internet.testing import StringTransport
 
 from harness.wire import parse as reference_parse
-from twcomms.connection.protocol import CommsProtocol
+from twcomms.connection import CommsProtocol
 from twcomms.errors import ConnectionClosedError
 from twcomms.threaded.flow import (
     DrainTracker,

@@ -16,11 +16,7 @@ from twisted.python.failure import Failure
 from harness.transport import TCPStringTransport
 from harness.wire import frame as reference_frame
 from harness.wire import parse as reference_parse
-from twcomms.connection.protocol import (
-    CloseReason,
-    CommsProtocol,
-    validate_max_message_size,
-)
+from twcomms.connection import CloseReason, CommsProtocol
 from twcomms.errors import (
     ConnectionClosedError,
     DecodeError,
@@ -28,6 +24,7 @@ from twcomms.errors import (
     MessageTooLargeError,
     NotConnectedError,
 )
+from twcomms.options import ConnectionOptions
 
 
 class RecordingReceiver:
@@ -222,7 +219,7 @@ def test_nodelay_on_tcp() -> None:
 @pytest.mark.parametrize("bad", [0, -1, 2**32, 1.5, True])
 def test_max_message_size_validation(bad: Any) -> None:
     with pytest.raises((ValueError, TypeError)):
-        validate_max_message_size(bad)
+        ConnectionOptions(max_message_size=bad)
 
 
 def test_bad_options_fail_clearly() -> None:

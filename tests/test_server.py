@@ -18,13 +18,14 @@ from harness.transport import TCPStringTransport
 from harness.wire import frame as reference_frame
 from harness.wire import parse as reference_parse
 from twcomms.client import CommsClientFactory
-from twcomms.connection.protocol import CloseReason, CommsProtocol
+from twcomms.connection import CloseReason, CommsProtocol
 from twcomms.errors import (
     ClientGoneError,
     MessageTooLargeError,
     SlowConsumerError,
     UnsupportedTypeError,
 )
+from twcomms.options import Options
 from twcomms.server import (
     DEFAULT_BACKLOG,
     ClientHandle,
@@ -174,7 +175,7 @@ def test_broadcast_encodes_once_and_excludes() -> None:
 
         decode = server.codec.decode
 
-    server.codec = CountingCodec()  # type: ignore[assignment]
+    server.options = Options.build(server.options, messageDataType=CountingCodec())
     sent = server.broadcast({"all": 1})
     sent_excluding = server.broadcast({"some": 2}, exclude=events.connected[0])
     sent_by_id = server.broadcast(
@@ -405,7 +406,7 @@ def _paused_client(
 
 def test_outbound_limit_defaults_and_validation() -> None:
     server = CommsServerFactory(reactor=MemoryReactorClock(), max_message_size=1000)
-    assert server.outbound_limit == 1000 + 1024 * 1024
+    assert server.options.connection.effective_outbound_limit == 1000 + 1024 * 1024
     with pytest.raises(ValueError, match="at least max_message_size"):
         CommsServerFactory(max_message_size=1000, outbound_limit=1000)
 

@@ -42,7 +42,7 @@ def test_defaults() -> None:
     assert options["port"] == 6000 and options["listen"] == []
     assert options["type"] == "json" and options["byte-order"] == "little"
     assert options["mode"] == "broadcast"
-    assert options.endpoints() == [("0.0.0.0", 6000)]
+    assert options.endpoints() == ["tcp:6000:interface=0.0.0.0:backlog=1024"]
 
 
 def test_port_and_repeated_listen_both_listen() -> None:
@@ -56,11 +56,15 @@ def test_port_and_repeated_listen_both_listen() -> None:
         "-l",
         "unix:/tmp/x.sock",
     )
-    assert options.endpoints() == [("127.0.0.1", 7000), "tcp:7001", "unix:/tmp/x.sock"]
+    assert options.endpoints() == [
+        "tcp:7000:interface=127.0.0.1:backlog=1024",
+        "tcp:7001:backlog=1024",
+        "unix:/tmp/x.sock:backlog=1024",
+    ]
 
 
 def test_listen_alone_does_not_add_the_default_port() -> None:
-    assert parse("--listen", "tcp:7001").endpoints() == ["tcp:7001"]
+    assert parse("--listen", "tcp:7001").endpoints() == ["tcp:7001:backlog=1024"]
 
 
 @pytest.mark.parametrize(

@@ -37,7 +37,7 @@ from harness.procs import child_env
 from harness.wire import frame, header, split
 from tests.tls_helpers import TLSFiles, make_tls_files
 from twcomms.client import CommsClientFactory, GaveUpError
-from twcomms.connection.protocol import CloseReason, CommsProtocol
+from twcomms.connection import CloseReason, CommsProtocol
 from twcomms.errors import ClientGoneError
 from twcomms.server import DEFAULT_BACKLOG, ClientHandle, CommsServerFactory
 

@@ -5,17 +5,28 @@ Wire-compatible with "Python Comms" (4-byte unsigned length, then the
 payload; little-endian by default) and keeping its promise that every message
 arrives whole.
 
-The public API is what this module lists in C{__all__}; everything in a
-module whose name starts with an underscore is private.
+The public API is what this module lists in C{__all__}. The packages are
+its layers, each importing only those below it (C{docs/architecture.md}):
+
+  - L{twcomms.wire}: framing and codecs (bytes, payloads, values);
+  - L{twcomms.options}: every option, declared once;
+  - L{twcomms.connection}: one connection (protocol, write path, timers);
+  - L{twcomms.server}, L{twcomms.client}: the Twisted API;
+  - L{twcomms.threaded}: the threaded API (C{Server}, C{Client});
+  - L{twcomms.ops}: C{twistd comms} and the C{twcomms} command;
+  - L{twcomms.testing}: an in-memory network for tests;
+  - L{twcomms.errors}: every exception.
 """
 
 from twcomms._version import __version__
-from twcomms.client.factory import CommsClientFactory, GaveUpError
-from twcomms.connection.protocol import (
+from twcomms.client import CommsClientFactory
+from twcomms.connection import (
     CloseReason,
     CommsProtocol,
+    FrameWriter,
     MessageReceiver,
     MessageSender,
+    PauseReason,
     SlowConsumerPolicy,
 )
 from twcomms.errors import (
@@ -24,40 +35,42 @@ from twcomms.errors import (
     ConnectionClosedError,
     DecodeError,
     EncodeError,
+    GaveUpError,
     InvalidJSONError,
     MessageTooLargeError,
     NotConnectedError,
+    PayloadSourceError,
+    QueueFullError,
+    ReactorThreadError,
+    SendTimeoutError,
     SlowConsumerError,
     UnsupportedTypeError,
 )
-from twcomms.server.factory import (
+from twcomms.options import (
+    ConnectionOptions,
+    FlowControl,
+    Options,
+    ReconnectOptions,
+    ServerOptions,
+)
+from twcomms.server import (
     ClientHandle,
     ClientRegistry,
     CommsServerFactory,
     LocalClientRegistry,
 )
-from twcomms.threaded.api import (
-    Client,
-    ConnectedClient,
-    FlowControl,
-    QueueFullError,
-    ReactorThreadError,
-    SendTimeoutError,
-    Server,
-)
-from twcomms.wire.codecs import (
+from twcomms.threaded import Client, ConnectedClient, Server
+from twcomms.wire import (
     DATA_TYPES,
+    DEFAULT_MAX_MESSAGE_SIZE,
     BinaryCodec,
     Codec,
-    JSONCodec,
-    StringCodec,
-    get_codec,
-)
-from twcomms.wire.framing import (
-    DEFAULT_MAX_MESSAGE_SIZE,
     Frame,
     FrameReceiver,
+    JSONCodec,
+    StringCodec,
     frame_header,
+    get_codec,
 )
 
 __all__ = [
@@ -76,11 +89,13 @@ __all__ = [
     "CommsServerFactory",
     "ConnectedClient",
     "ConnectionClosedError",
+    "ConnectionOptions",
     "DecodeError",
     "EncodeError",
     "FlowControl",
     "Frame",
     "FrameReceiver",
+    "FrameWriter",
     "GaveUpError",
     "InvalidJSONError",
     "JSONCodec",
@@ -89,10 +104,15 @@ __all__ = [
     "MessageSender",
     "MessageTooLargeError",
     "NotConnectedError",
+    "Options",
+    "PauseReason",
+    "PayloadSourceError",
     "QueueFullError",
     "ReactorThreadError",
+    "ReconnectOptions",
     "SendTimeoutError",
     "Server",
+    "ServerOptions",
     "SlowConsumerError",
     "SlowConsumerPolicy",
     "StringCodec",

@@ -12,7 +12,12 @@ Thread: these are plain values; any thread may create, raise or catch them.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from twisted.protocols.basic import StringTooLongError
+
+if TYPE_CHECKING:
+    from twisted.python.failure import Failure
 
 __all__ = [
     "ClientGoneError",
@@ -20,9 +25,15 @@ __all__ = [
     "ConnectionClosedError",
     "DecodeError",
     "EncodeError",
+    "GaveUpError",
     "InvalidJSONError",
     "MessageTooLargeError",
     "NotConnectedError",
+    "PayloadSourceError",
+    "QueueFullError",
+    "ReactorThreadError",
+    "SendTimeoutError",
+    "SlowConsumerError",
     "UnsupportedTypeError",
 ]
 
@@ -159,3 +170,47 @@ class SlowConsumerError(CommsError, ConnectionError):
             f"this {size}-byte frame would exceed its outbound limit of "
             f"{limit} bytes; nothing was sent"
         )
+
+
+class PayloadSourceError(CommsError, OSError):
+    """
+    A payload streamed from a file (C{FrameWriter.streamPayload}, C{twcomms
+    send --file}) ended, or overran, before the size its header announced.
+    The connection was aborted, so the peer discards the partial message.
+    """
+
+
+class GaveUpError(NotConnectedError):
+    """
+    The client stopped trying to connect (it was stopped, reconnecting is
+    off, or C{max_retries} was reached) before a connection was made.
+
+    @ivar failure: the last connection failure, if any.
+    """
+
+    def __init__(self, message: str, failure: Failure | None = None) -> None:
+        self.failure = failure
+        super().__init__(message)
+
+
+class ReactorThreadError(CommsError, RuntimeError):
+    """
+    A blocking call of the threaded API was made on the reactor thread,
+    where it would deadlock (the reactor could not run what it waits for).
+    """
+
+
+class SendTimeoutError(CommsError, TimeoutError):
+    """
+    C{send()} waited for the peer to read (the connection's outbound data
+    was over its high-water mark) and the peer did not catch up within the
+    send timeout. Nothing of this message was sent.
+    """
+
+
+class QueueFullError(CommsError, BufferError):
+    """
+    An auto-reconnecting client is disconnected and its queue of messages
+    waiting for the next connection is full (by count or bytes). Nothing of
+    this message was queued.
+    """

@@ -67,7 +67,7 @@ class _TwcommsNet(_TwistedLoop):
     def __init__(self, binary: bool) -> None:
         super().__init__()
         from twcomms import CommsClientFactory, CommsServerFactory
-        from twcomms.framing import DEFAULT_MAX_MESSAGE_SIZE
+        from twcomms.wire.framing import DEFAULT_MAX_MESSAGE_SIZE
 
         self._client_cls = CommsClientFactory
         self._server_cls = CommsServerFactory

@@ -71,7 +71,7 @@ async def churn(scale: Scale, concurrency: int = 16) -> Result:
     from twisted.internet import defer
 
     from twcomms.client import CommsClientFactory
-    from twcomms.protocol import CloseReason
+    from twcomms.connection import CloseReason
     from twcomms.server import CommsServerFactory
 
     started = time.monotonic()
@@ -187,7 +187,7 @@ async def churn(scale: Scale, concurrency: int = 16) -> Result:
     )
     result.check(len(server.clients) == 0, f"{len(server.clients)} clients left")
     result.check(
-        len(server._connections) == 0, f"{len(server._connections)} connections left"
+        len(server.connections) == 0, f"{len(server.connections)} connections left"
     )
     result.check(
         growth <= growth_bound,
@@ -265,7 +265,7 @@ def churn_threaded(scale: Scale, workers: int = 4) -> Result:
             list(pool.map(cycle, range(first, last)))
 
     def settled() -> bool:
-        return len(server.clients) == 0 and len(server._factory._connections) == 0
+        return len(server.clients) == 0 and len(server._factory.connections) == 0
 
     try:
         with TraceMemory() as memory:
@@ -288,10 +288,10 @@ def churn_threaded(scale: Scale, workers: int = 4) -> Result:
     )
     pool_left = -1
     try:
-        from twcomms.threaded import api as threaded
+        from twcomms.threaded.dispatch import default_pool
 
         wait_until(
-            lambda: threaded._pool is None or threaded._pool.workers == 0,
+            lambda: default_pool().workers == 0,
             15,
             "callback threads ending once nothing is open",
         )

@@ -83,7 +83,7 @@ def garbage_plan(
 
 class RecordingReceiver:
     """
-    A L{twcomms.protocol.MessageReceiver} that records what it is given.
+    A L{twcomms.connection.MessageReceiver} that records what it is given.
     """
 
     def __init__(self) -> None:
@@ -113,7 +113,7 @@ def memory_connection(
     receiver, transport).
     """
     from harness.transport import TCPStringTransport
-    from twcomms.protocol import CommsProtocol
+    from twcomms.connection import CommsProtocol
 
     receiver = RecordingReceiver()
     proto = CommsProtocol(
@@ -134,7 +134,7 @@ def check_memory_stream(
     from twisted.internet.error import ConnectionDone
     from twisted.python.failure import Failure
 
-    from twcomms.protocol import CloseReason
+    from twcomms.connection import CloseReason
 
     expected, oversize, trailing = reference_outcome(stream, limit)
     proto, receiver, transport = memory_connection(limit)

@@ -91,7 +91,7 @@ async def garbage_sockets(scale: Scale, seed: int = 7, wave: int = 25) -> Result
     """
     from twisted.internet import defer
 
-    from twcomms.protocol import CloseReason
+    from twcomms.connection import CloseReason
     from twcomms.server import CommsServerFactory
 
     started = time.monotonic()
@@ -213,8 +213,8 @@ async def garbage_sockets(scale: Scale, seed: int = 7, wave: int = 25) -> Result
                 f"server clients after: {list(server.clients)}",
             )
             result.check(
-                len(server._connections) == 1,
-                f"{len(server._connections)} connections tracked after",
+                len(server.connections) == 1,
+                f"{len(server.connections)} connections tracked after",
             )
             result.details.update(
                 echoes_during=echoes_during,

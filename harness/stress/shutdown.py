@@ -54,7 +54,7 @@ async def shutdown(scale: Scale, clients: int = 10) -> Result:
     from twisted.internet import defer
 
     from twcomms.client import CommsClientFactory
-    from twcomms.protocol import CloseReason
+    from twcomms.connection import CloseReason
     from twcomms.server import CommsServerFactory
 
     started = time.monotonic()
@@ -150,7 +150,7 @@ async def shutdown(scale: Scale, clients: int = 10) -> Result:
         f"reactor handles {handles0} -> {handles1}",
     )
     result.check(not list(server.clients), "server clients left")
-    result.check(not server._connections, "server connections left")
+    result.check(not server.connections, "server connections left")
     result.seconds = time.monotonic() - started
     return result
 
@@ -163,8 +163,8 @@ def shutdown_threaded(scale: Scale, clients: int = 5) -> Result:
     once (every client gets every one, in order). Afterwards no file
     descriptor is left and the callback threads end.
     """
-    from twcomms.threaded import api as threaded
     from twcomms.threaded import Client, Server
+    from twcomms.threaded.dispatch import default_pool
 
     started = time.monotonic()
     k = scale.shutdown_messages
@@ -235,7 +235,7 @@ def shutdown_threaded(scale: Scale, clients: int = 5) -> Result:
     count_deliveries(result, per, k, inbound, outbound)
     try:
         wait_until(
-            lambda: threaded._pool is None or threaded._pool.workers == 0,
+            lambda: default_pool().workers == 0,
             15,
             "callback threads ending",
         )

@@ -54,7 +54,7 @@ async def slow_consumer(scale: Scale, fast: int = 2, seed: int = 11) -> Result:
     """
     from twisted.internet import defer
 
-    from twcomms.protocol import CloseReason
+    from twcomms.connection import CloseReason
     from twcomms.server import CommsServerFactory
 
     started = time.monotonic()

@@ -25,8 +25,8 @@ from harness.stress.measure import LogWatch
 from harness.stress.result import assert_held
 from harness.stress.scale import Scale, current_scale
 from harness.wire import frame
-from twcomms.codecs import get_codec
 from twcomms.errors import DecodeError
+from twcomms.wire.codecs import get_codec
 
 fuzz = settings(
     max_examples=current_scale().hypothesis_examples // 2,

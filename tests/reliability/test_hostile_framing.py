@@ -43,10 +43,10 @@ from harness.stress.scale import Scale, current_scale
 from harness.wire import frame, header
 from harness.wire import outcome as reference_outcome
 from twcomms.client import CommsClientFactory
-from twcomms.framing import MAX_FRAME_PAYLOAD
-from twcomms.protocol import CloseReason
+from twcomms.connection import CloseReason
 from twcomms.server import CommsServerFactory
 from twcomms.testing import MemoryNetwork
+from twcomms.wire.framing import MAX_FRAME_PAYLOAD
 
 LIMIT = GARBAGE_LIMIT
 
@@ -315,7 +315,7 @@ def test_pausing_while_framing_keeps_every_frame_in_order(
     order.
     """
     from harness.transport import TCPStringTransport
-    from twcomms.protocol import CommsProtocol
+    from twcomms.connection import CommsProtocol
 
     receiver = PausingReceiver()
     proto = CommsProtocol(receiver, "binary", max_message_size=LIMIT)

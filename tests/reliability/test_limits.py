@@ -37,7 +37,7 @@ from harness.stress.reactor import (
 from harness.wire import frame
 from tests.tls_helpers import TLSFiles, make_tls_files
 from twcomms.client import CommsClientFactory, GaveUpError
-from twcomms.protocol import CloseReason, CommsProtocol
+from twcomms.connection import CloseReason, CommsProtocol
 from twcomms.server import CommsServerFactory
 
 WAIT = 15.0
@@ -308,7 +308,7 @@ async def test_tls_port_under_hostile_connections(
             assert proto.messagesReceived == 0
         assert connects.count == 1
         assert [h.id for h in server.clients] == [server.built[0].receiver.id]
-        assert server._connections == {server.built[0]}
+        assert server.connections == {server.built[0]}
         await good.echoes.wait(good.echoes.count + 5, WAIT, "echoes afterwards")
         assert good.echoes.count > before
         assert good.bad == 0

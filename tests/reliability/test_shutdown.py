@@ -23,7 +23,7 @@ from harness.stress.result import assert_held
 from harness.stress.scale import MiB, Scale
 from harness.stress.shutdown import shutdown
 from harness.wire import header
-from twcomms.protocol import CloseReason
+from twcomms.connection import CloseReason
 from twcomms.server import CommsServerFactory
 
 WAIT = 15.0

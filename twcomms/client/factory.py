@@ -41,21 +41,18 @@ from twisted.internet.protocol import Factory, ReconnectingClientFactory
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from twcomms.connection.protocol import (
-    DEFAULT_HANDSHAKE_TIMEOUT,
-    CloseReason,
-    CommsProtocol,
-    ConnectionOptions,
-    SlowConsumerPolicy,
-    cancel_call,
-    default_reactor,
-)
-from twcomms.errors import DecodeError, NotConnectedError
-from twcomms.server.factory import _call, _callbacks
+from twcomms.client.tls import client_tls_options
+from twcomms.connection import CloseReason, CommsProtocol
+from twcomms.connection.events import call_each, callback_list
+from twcomms.connection.timers import cancel_call, default_reactor
+from twcomms.errors import DecodeError, GaveUpError, NotConnectedError
+from twcomms.options import ConnectionOptions, Options, ReconnectOptions
 from twcomms.wire.codecs import Codec
-from twcomms.wire.framing import DEFAULT_MAX_MESSAGE_SIZE
 
-__all__ = ["STABLE_AFTER", "CommsClientFactory", "GaveUpError"]
+__all__ = ["CLIENT_SECTIONS", "STABLE_AFTER", "CommsClientFactory"]
+
+#: The option sections a client uses.
+CLIENT_SECTIONS = (ConnectionOptions, ReconnectOptions)
 
 _log = Logger()
 
@@ -67,19 +64,6 @@ ClientCallback = Callable[["CommsClientFactory"], object]
 ClientCloseCallback = Callable[["CommsClientFactory", CloseReason], object]
 ClientMessageCallback = Callable[["CommsClientFactory", Any], object]
 ClientDecodeErrorCallback = Callable[["CommsClientFactory", DecodeError], object]
-
-
-class GaveUpError(NotConnectedError):
-    """
-    The client stopped trying to connect (it was stopped, reconnecting is
-    off, or C{max_retries} was reached) before a connection was made.
-
-    @ivar failure: the last connection failure, if any.
-    """
-
-    def __init__(self, message: str, failure: Failure | None = None) -> None:
-        self.failure = failure
-        super().__init__(message)
 
 
 class _ClientConnection:
@@ -107,8 +91,7 @@ class _ClientConnection:
                 _log.failure("on_message callback {callback!r} raised", callback=f)
 
     def messageDecodeFailed(self, error: DecodeError) -> None:
-        for f in self.factory.on_decode_error:
-            _call(f, "on_decode_error", self.factory, error)
+        call_each(self.factory.on_decode_error, "on_decode_error", self.factory, error)
 
     def stopReceivingMessages(self, reason: CloseReason, failure: Failure) -> None:
         self.factory._disconnected(self.protocol, reason, failure)
@@ -119,7 +102,7 @@ class _ClientConnection:
 STABLE_AFTER = 1.0
 
 
-class CommsClientFactory(ReconnectingClientFactory, ConnectionOptions):
+class CommsClientFactory(ReconnectingClientFactory):
     """
     Connects to a twcomms (or original Python Comms) server and, with
     C{autoReconnect}, reconnects with exponential back-off.
@@ -148,20 +131,10 @@ class CommsClientFactory(ReconnectingClientFactory, ConnectionOptions):
 
     def __init__(
         self,
-        messageDataType: str | Codec = "json",
-        byteOrder: str = "little",
+        messageDataType: str | Codec | None = None,
+        byteOrder: str | None = None,
         *,
-        autoReconnect: bool = False,
-        max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
-        initial_delay: float = 1.0,
-        max_delay: float = 30.0,
-        factor: float = 2.0,
-        jitter: float = 0.12,
-        max_retries: int | None = None,
-        idle_timeout: float | None = None,
-        handshake_timeout: float | None = DEFAULT_HANDSHAKE_TIMEOUT,
-        outbound_limit: int | None = None,
-        slow_consumer_policy: SlowConsumerPolicy | str = SlowConsumerPolicy.CLOSE,
+        options: Options | None = None,
         reactor: Any = None,
         rng: random.Random | None = None,
         on_connect: Iterable[ClientCallback] | ClientCallback = (),
@@ -169,82 +142,76 @@ class CommsClientFactory(ReconnectingClientFactory, ConnectionOptions):
         on_message: Iterable[ClientMessageCallback] | ClientMessageCallback = (),
         on_decode_error: Iterable[ClientDecodeErrorCallback]
         | ClientDecodeErrorCallback = (),
+        **keywords: Any,
     ) -> None:
         """
         @param messageDataType: C{"json"} (default), C{"string"},
             C{"binary"}, or a L{Codec}.
         @param byteOrder: C{"little"} (default) or C{"big"}.
-        @param autoReconnect: reconnect after a failed attempt or a lost
-            connection. Off by default, as in the original.
-        @param max_message_size: largest payload accepted or sent (64 MiB).
-        @param initial_delay: seconds before the first reconnection attempt
-            (1.0).
-        @param max_delay: the longest delay between attempts (30.0).
-        @param factor: each delay is the previous one times this (2.0).
-        @param jitter: each delay is drawn from a normal distribution with
-            this relative standard deviation (0.12), then clamped to
-            C{[0, max_delay]}, so clients that lost the same server do not
-            all come back at the same instant.
-        @param max_retries: give up after this many consecutive failed
-            attempts (a connection that closes within L{STABLE_AFTER}
-            seconds counts as one); L{None} (default): never.
-        @param idle_timeout: close the connection when the server sends
-            nothing for this long (seconds); L{None} (default): never.
-        @param handshake_timeout: over TLS, abort a connection whose
-            handshake has not completed after this many seconds (close
-            reason C{handshake timeout}); L{None}: never. Default 10.
-        @param outbound_limit: bytes that may queue to a server that is not
-            reading; default C{max_message_size} + 1 MiB.
-        @param slow_consumer_policy: C{"close"} (default) or C{"raise"}.
+        @param options: an L{Options} to start from (default: defaults).
+        @param keywords: any option of L{ConnectionOptions} or
+            L{ReconnectOptions} (C{autoReconnect}, C{initial_delay},
+            C{max_delay}, C{factor}, C{jitter}, C{max_retries},
+            C{max_message_size}, C{idle_timeout}, ...), or a whole section
+            (C{connection=}, C{reconnect=}); see C{docs/options.md}. Off by
+            default, as in the original: C{autoReconnect}.
         @param reactor: the reactor to connect with and the clock for
             delays; default the global reactor.
         @param rng: the random generator for jitter (seed one in tests).
+        @raise TypeError: an unknown option.
+        @raise ValueError: an option out of range.
         """
-        self._setConnectionOptions(
-            messageDataType,
-            byteOrder,
-            max_message_size,
-            idle_timeout,
-            outbound_limit,
-            slow_consumer_policy,
-            handshake_timeout,
+        if messageDataType is not None:
+            keywords["messageDataType"] = messageDataType
+        if byteOrder is not None:
+            keywords["byteOrder"] = byteOrder
+        self.options = Options.build(
+            options, door="CommsClientFactory", sections=CLIENT_SECTIONS, **keywords
         )
-        if not 0 <= initial_delay <= max_delay:
-            raise ValueError(
-                "need 0 <= initial_delay <= max_delay, got "
-                f"initial_delay={initial_delay}, max_delay={max_delay}"
-            )
-        if factor < 1 or jitter < 0:
-            raise ValueError("need factor >= 1 and jitter >= 0")
-        if max_retries is not None and max_retries < 0:
-            raise ValueError("max_retries must be >= 0 or None")
-        self.initialDelay = self.delay = float(initial_delay)
-        self.maxDelay = float(max_delay)  # type: ignore[assignment]
-        self.factor = float(factor)
-        self.jitter = float(jitter)
-        self.maxRetries = max_retries  # type: ignore[assignment]
-        self.continueTrying = 1 if autoReconnect else 0
-        self.autoReconnect = autoReconnect
+        reconnect = self.options.reconnect
+        self.initialDelay = self.delay = reconnect.initial_delay
+        self.maxDelay = reconnect.max_delay  # type: ignore[assignment]
+        self.factor = reconnect.factor
+        self.jitter = reconnect.jitter
+        self.maxRetries = reconnect.max_retries  # type: ignore[assignment]
+        self.autoReconnect = reconnect.autoReconnect
+        self.continueTrying = 1 if self.autoReconnect else 0
         self._reactor = reactor
         if reactor is not None:
             self.clock = reactor
         self._rng = rng if rng is not None else _JITTER_RNG
-        self.on_connect: list[ClientCallback] = _callbacks(on_connect)
-        self.on_close: list[ClientCloseCallback] = _callbacks(on_close)
-        self.on_message: list[ClientMessageCallback] = _callbacks(on_message)
-        self.on_decode_error: list[ClientDecodeErrorCallback] = _callbacks(
+        self.on_connect: list[ClientCallback] = callback_list(on_connect)
+        self.on_close: list[ClientCloseCallback] = callback_list(on_close)
+        self.on_message: list[ClientMessageCallback] = callback_list(on_message)
+        self.on_decode_error: list[ClientDecodeErrorCallback] = callback_list(
             on_decode_error
         )
         self.scheduled_delays: list[float] = []
         self.failures = 0
         self._stopped = False
         self._lastFailure: Failure | None = None
+        # The next reconnection attempt, while one is scheduled.
+        self._retryCall: IDelayedCall | None = None
         self._connectedWaiters: list[Deferred[CommsProtocol]] = []
         self._disconnectedWaiters: list[Deferred[CloseReason | None]] = []
         self._stoppedWaiters: list[Deferred[None]] = []
         # Every protocol built and not yet lost (one in a TLS handshake is
         # not the connection yet, but stop() must end it too).
         self._protocols: set[CommsProtocol] = set()
+
+    # The options, read back under their keyword names.
+
+    @property
+    def codec(self) -> Codec:
+        return self.options.connection.codec
+
+    @property
+    def byteOrder(self) -> str:
+        return self.options.connection.byteOrder
+
+    @property
+    def max_message_size(self) -> int:
+        return self.options.connection.max_message_size
 
     def __repr__(self) -> str:
         state = "connected" if self.connection else "not connected"
@@ -269,7 +236,7 @@ class CommsClientFactory(ReconnectingClientFactory, ConnectionOptions):
         """
         Whether a connection is up and accepting messages.
         """
-        return self.connection is not None and not self.connection._closing
+        return self.connection is not None and not self.connection.closing
 
     # -- connecting -------------------------------------------------------
 
@@ -343,7 +310,9 @@ class CommsClientFactory(ReconnectingClientFactory, ConnectionOptions):
 
     def buildProtocol(self, addr: Any) -> CommsProtocol:
         receiver = _ClientConnection(self)
-        proto = self._buildCommsProtocol(receiver, self.reactor)
+        proto = CommsProtocol(
+            receiver, options=self.options.connection, clock=self.reactor
+        )
         receiver.protocol = proto
         self._protocols.add(proto)
         proto.factory = self
@@ -446,6 +415,8 @@ class CommsClientFactory(ReconnectingClientFactory, ConnectionOptions):
 
     def stopTrying(self) -> None:
         self._cancelStable()
+        cancel_call(self._retryCall)
+        self._retryCall = None
         super().stopTrying()  # type: ignore[no-untyped-call]
         self._stopped = True
         self._failConnectedWaiters()
@@ -459,7 +430,6 @@ class CommsClientFactory(ReconnectingClientFactory, ConnectionOptions):
         """
         self.delay = self.initialDelay
         self.retries = 0
-        self._callID = None
 
     def retry(self, connector: IConnector | None = None) -> None:
         """
@@ -496,10 +466,12 @@ class CommsClientFactory(ReconnectingClientFactory, ConnectionOptions):
         )
 
         def reconnect() -> None:
-            self._callID = None
+            self._retryCall = None
             connector.connect()
 
-        self._callID = self.reactor.callLater(delay, reconnect)
+        # Our own timer, cancelled by our stopTrying (Twisted's retry() keeps
+        # its own in a private attribute, which nothing here touches).
+        self._retryCall = self.reactor.callLater(delay, reconnect)
         self.delay = min(self.delay * self.factor, self.maxDelay)
 
     def clientConnectionFailed(self, connector: IConnector, reason: Failure) -> None:
@@ -537,8 +509,7 @@ class CommsClientFactory(ReconnectingClientFactory, ConnectionOptions):
         _log.info("connected to {peer}", peer=proto.peer)
         # Callbacks first: whoever waits on whenConnected (a threaded
         # connect()) then sees everything on_connect set up.
-        for f in self.on_connect:
-            _call(f, "on_connect", self)
+        call_each(self.on_connect, "on_connect", self)
         waiters, self._connectedWaiters = self._connectedWaiters, []
         for d in waiters:
             d.callback(proto)
@@ -565,8 +536,7 @@ class CommsClientFactory(ReconnectingClientFactory, ConnectionOptions):
         self.connection = None
         self._cancelStable()
         _log.info("disconnected from {peer}: {reason}", peer=proto.peer, reason=reason)
-        for f in self.on_close:
-            _call(f, "on_close", self, reason)
+        call_each(self.on_close, "on_close", self, reason)
         waiters, self._disconnectedWaiters = self._disconnectedWaiters, []
         for d in waiters:
             d.callback(reason)
@@ -609,34 +579,3 @@ class _EndpointFactory(Factory):
 
     def buildProtocol(self, addr: Any) -> CommsProtocol:
         return self.client.buildProtocol(addr)
-
-
-def client_tls_options(
-    hostname: str, *, trust_root: Any = None, client_certificate: Any = None
-) -> Any:
-    """
-    TLS options for a client: certificate verification on, hostname checked.
-
-    @param trust_root: see L{CommsClientFactory.connectSSL}.
-    """
-    try:
-        from twisted.internet import ssl
-    except ImportError as e:  # pragma: no cover - depends on the install
-        raise ImportError(
-            "TLS needs pyOpenSSL and service_identity: pip install 'twcomms[tls]'"
-        ) from e
-    if isinstance(trust_root, str):
-        with open(trust_root, "rb") as f:
-            pem = f.read()
-        marker = b"-----BEGIN CERTIFICATE-----"
-        certificates = [
-            ssl.Certificate.loadPEM(marker + block) for block in pem.split(marker)[1:]
-        ]
-        if not certificates:
-            raise ValueError(f"no PEM certificate in trust_root {trust_root!r}")
-        trust_root = ssl.trustRootFromCertificates(certificates)
-    if trust_root is None:
-        trust_root = ssl.platformTrust()
-    return ssl.optionsForClientTLS(
-        hostname, trustRoot=trust_root, clientCertificate=client_certificate
-    )

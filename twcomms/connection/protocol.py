@@ -1,13 +1,15 @@
 """
 The message protocol: framing (L{twcomms.wire.framing}) plus a codec
-(L{twcomms.wire.codecs}), dispatching decoded messages to a L{MessageReceiver}.
+(L{twcomms.wire.codecs}), dispatching decoded messages to a
+L{MessageReceiver}; its writes go through a L{FrameWriter}.
 
 The layers, as in Twisted's AMP::
 
     bytes --FrameReceiver--> payloads --Codec--> messages --> MessageReceiver
+    messages --Codec--> payloads --FrameWriter--> bytes
 
-L{CommsProtocol} is the only class that knows all three. The receiver is the
-application side: the server factory's per-client handle, the client
+L{CommsProtocol} is the only class that knows all of them. The receiver is
+the application side: the server factory's per-client handle, the client
 factory's connection, or your own object. It gets the protocol (a
 L{MessageSender}) when the connection starts.
 
@@ -16,262 +18,24 @@ Thread: the reactor thread only.
 
 from __future__ import annotations
 
-import collections
-import enum
-from collections.abc import Callable, Iterable
-from typing import Any, Protocol
+from typing import Any
 
-from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.defer import Deferred, fail
 from twisted.internet.error import ConnectionDone
-from twisted.internet.interfaces import (
-    IDelayedCall,
-    IHandshakeListener,
-    INegotiated,
-    IReactorTime,
-)
+from twisted.internet.interfaces import IHandshakeListener, INegotiated, IReactorTime
 from twisted.internet.protocol import connectionDone
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from twcomms.errors import (
-    ConnectionClosedError,
-    DecodeError,
-    NotConnectedError,
-    SlowConsumerError,
-)
-from twcomms.wire.codecs import Codec, get_codec
-from twcomms.wire.framing import (
-    _JOIN_LIMIT,
-    DEFAULT_MAX_MESSAGE_SIZE,
-    MAX_FRAME_PAYLOAD,
-    Frame,
-    FrameReceiver,
-    _peer,
-    _struct,
-    check_size,
-    struct_format,
-)
+from twcomms.connection.interfaces import CloseReason, MessageReceiver, PauseReason
+from twcomms.connection.timers import Timeout, default_reactor
+from twcomms.connection.writer import FrameWriter
+from twcomms.errors import ConnectionClosedError, DecodeError, NotConnectedError
+from twcomms.options import ConnectionOptions, SlowConsumerPolicy
+from twcomms.wire.codecs import Codec
+from twcomms.wire.framing import Frame, FrameReceiver, describe_peer
 
-__all__ = [
-    "DEFAULT_HANDSHAKE_TIMEOUT",
-    "DEFAULT_OUTBOUND_HEADROOM",
-    "CloseReason",
-    "CommsProtocol",
-    "ConnectionOptions",
-    "MessageReceiver",
-    "MessageSender",
-    "SlowConsumerPolicy",
-    "validate_max_message_size",
-]
-
-
-class CloseReason(str, enum.Enum):
-    """
-    Why a connection closed, as given to close events.
-    """
-
-    #: The peer closed the connection cleanly.
-    PEER_CLOSED = "peer closed"
-    #: The connection failed (reset, TLS failure, ...); see the failure.
-    ERROR = "error"
-    #: The peer announced a message over the maximum message size.
-    OVERSIZE = "oversize"
-    #: The peer sent nothing for longer than the idle timeout.
-    IDLE_TIMEOUT = "idle timeout"
-    #: The TLS handshake did not complete within the handshake timeout.
-    HANDSHAKE_TIMEOUT = "handshake timeout"
-    #: The peer did not read fast enough; its outbound limit was exceeded.
-    SLOW_CONSUMER = "slow consumer"
-    #: The server was stopping.
-    SERVER_STOPPING = "server stopping"
-    #: The server already had its maximum number of clients.
-    MAX_CLIENTS = "max clients"
-    #: This side closed the connection (C{close()}).
-    CLOSED = "closed"
-
-    def __str__(self) -> str:
-        return self.value
-
-
-class MessageSender(Protocol):
-    """
-    What a L{MessageReceiver} can do with its connection.
-    """
-
-    def sendMessage(self, message: Any) -> None:
-        """
-        Encode and send one message.
-
-        @raise ConnectionClosedError: the connection is closed or closing.
-        @raise EncodeError: the message cannot be encoded.
-        @raise MessageTooLargeError: it is over the maximum message size.
-        """
-
-    def close(self, reason: CloseReason = CloseReason.CLOSED) -> None:
-        """
-        Close the connection after what was sent is written.
-        """
-
-
-class MessageReceiver(Protocol):
-    """
-    The application side of a connection: where decoded messages go.
-
-    Every method is called on the reactor thread.
-    """
-
-    def startReceivingMessages(self, sender: CommsProtocol) -> None:
-        """
-        The connection is made; C{sender} sends on it.
-        """
-
-    def messageReceived(self, message: Any) -> None:
-        """
-        One decoded message arrived.
-        """
-
-    def messageDecodeFailed(self, error: DecodeError) -> None:
-        """
-        A complete frame arrived but did not decode. The connection stays up;
-        C{error.payload} holds the raw bytes.
-        """
-
-    def stopReceivingMessages(self, reason: CloseReason, failure: Failure) -> None:
-        """
-        The connection is closed, for C{reason}; C{failure} is what Twisted
-        gave C{connectionLost}. Also called, without a
-        L{startReceivingMessages} before it, when a TLS connection fails its
-        handshake.
-        """
-
-
-#: Payloads larger than this are written in slices as the socket drains.
-STREAM_ABOVE = 4 * 1024 * 1024
-_STREAM_SLICE = 1024 * 1024
-
-#: The default outbound limit is the maximum message size plus this.
-DEFAULT_OUTBOUND_HEADROOM = 1024 * 1024
-
-#: Seconds a TLS connection may take to complete its handshake before it is
-#: aborted (close reason C{handshake timeout}): a peer that opens a TLS
-#: connection and says nothing is not a client yet, and would otherwise be
-#: held, uncounted by C{max_clients}, for as long as it likes.
-DEFAULT_HANDSHAKE_TIMEOUT = 10.0
-
-
-def cancel_call(call: IDelayedCall | None) -> None:
-    """
-    Cancel C{call} (a timer) if it is still pending; nothing if it is
-    L{None}, has run, or was cancelled.
-    """
-    if call is not None and call.active():
-        call.cancel()
-
-
-def default_reactor() -> Any:
-    """
-    The global reactor, imported only when first needed (importing twcomms
-    must not install a reactor: twistd and tests choose their own).
-    """
-    from twisted.internet import reactor
-
-    return reactor
-
-
-def validate_timeout(value: float | None, name: str) -> float | None:
-    """
-    Check an optional timeout in seconds: L{None} or a positive number.
-    """
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a number of seconds or None")
-    if not value > 0:
-        raise ValueError(f"{name} must be positive (seconds), or None; not {value}")
-    return float(value)
-
-
-def validate_outbound_limit(limit: int | None, max_message_size: int) -> int | None:
-    """
-    Check an outbound limit: L{None}, or an int of at least one whole frame
-    of the maximum message size.
-    """
-    if limit is None:
-        return None
-    if isinstance(limit, bool) or not isinstance(limit, int):
-        raise TypeError("outbound_limit must be an int (bytes) or None")
-    if limit < max_message_size + 4:
-        raise ValueError(
-            f"outbound_limit ({limit}) must be at least max_message_size + 4 "
-            f"({max_message_size + 4}): one largest message must fit"
-        )
-    return limit
-
-
-def validate_max_message_size(size: int) -> int:
-    """
-    Check a maximum message size: a positive int no larger than a 4-byte
-    header can announce.
-
-    @raise ValueError: it is not.
-    """
-    if not isinstance(size, int) or isinstance(size, bool):
-        raise TypeError(f"max_message_size must be an int, not {type(size).__name__}")
-    if not 0 < size <= MAX_FRAME_PAYLOAD:
-        raise ValueError(
-            f"max_message_size must be between 1 and {MAX_FRAME_PAYLOAD} "
-            f"(what a 4-byte header can announce), not {size}"
-        )
-    return size
-
-
-class SlowConsumerPolicy(str, enum.Enum):
-    """
-    What happens when a peer's outbound limit would be exceeded.
-    """
-
-    #: Abort the connection (close reason C{slow consumer}) and raise
-    #: L{SlowConsumerError} for the message that did not fit. The default.
-    CLOSE = "close"
-    #: Keep the connection; raise L{SlowConsumerError} for each message that
-    #: does not fit until the peer reads again.
-    RAISE = "raise"
-
-    def __str__(self) -> str:
-        return self.value
-
-
-class _WriteMonitor:
-    """
-    The streaming producer a L{CommsProtocol} registers with its transport,
-    only to learn when the transport's write buffer is full (paused) and
-    when it has drained (resumed).
-    """
-
-    __slots__ = ("_proto",)
-
-    def __init__(self, proto: CommsProtocol) -> None:
-        self._proto = proto
-
-    def pauseProducing(self) -> None:
-        self._proto._writePaused = True
-
-    def resumeProducing(self) -> None:
-        proto = self._proto
-        proto._writePaused = False
-        proto._queuedWhilePaused = 0
-        if proto._streaming is not None:
-            proto._pump()
-            if proto._writePaused or proto._streaming is not None:
-                return
-        waiters = proto._drainWaiters
-        if waiters:
-            proto._drainWaiters = None
-            for d in waiters:
-                d.callback(None)
-
-    def stopProducing(self) -> None:
-        pass
+__all__ = ["CommsProtocol"]
 
 
 @implementer(IHandshakeListener)
@@ -281,36 +45,25 @@ class CommsProtocol(FrameReceiver):
     decoded messages to its L{MessageReceiver}.
 
     @ivar receiver: where decoded messages go.
+    @ivar options: its L{ConnectionOptions}.
     @ivar codec: the L{Codec} for this connection's message data type.
+    @ivar writer: the L{FrameWriter} every write goes through, once
+        connected (L{None} before).
     @ivar closeReason: why the connection closed or is closing, once known.
     @ivar messagesReceived: complete frames received (decoded or not).
     @ivar bytesReceived: payload bytes in those frames.
-    @ivar messagesSent: frames sent.
-    @ivar bytesSent: payload bytes in those frames.
     @ivar decodeErrors: frames that failed to decode.
-    @ivar outboundLimit: bytes that may be queued to the peer while its
-        transport has asked us to pause; L{None} for no limit.
-    @ivar slowConsumerPolicy: what happens when that limit would be exceeded.
     """
 
     closeReason: CloseReason | None = None
+    writer: FrameWriter | None = None
     _closing = False
     _started = False
-    _monitor: _WriteMonitor | None = None
-    # Parts waiting behind a large payload being written in slices.
-    _streaming: collections.deque[bytes | memoryview] | None = None
-    # Called before anything is written (and before closing): a server's
-    # registry writes the broadcasts it batched this turn, to keep order.
-    _beforeWrite: Callable[[], None] | None = None
-    _closeWhenStreamed = False
-    _writePaused = False
-    _queuedWhilePaused = 0
-    # whenDrained() waiters; a list only while someone waits.
-    _drainWaiters: list[Deferred[None]] | None = None
-    #: Seconds a TLS handshake may take (L{DEFAULT_HANDSHAKE_TIMEOUT});
-    #: L{None}: no limit. Set by the factories from C{handshake_timeout}.
-    handshakeTimeout: float | None = DEFAULT_HANDSHAKE_TIMEOUT
-    _handshakeCall: IDelayedCall | None = None
+    _idle: Timeout | None = None
+    _handshake: Timeout | None = None
+    # Why reading is paused (PauseReason or a caller's own name); a set
+    # only while paused.
+    _pauses: set[str] | None = None
 
     def __init__(
         self,
@@ -318,134 +71,141 @@ class CommsProtocol(FrameReceiver):
         messageDataType: str | Codec = "json",
         byteOrder: str = "little",
         *,
-        max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
-        idle_timeout: float | None = None,
-        outbound_limit: int | None = None,
-        slow_consumer_policy: SlowConsumerPolicy | str = SlowConsumerPolicy.CLOSE,
+        options: ConnectionOptions | None = None,
         clock: IReactorTime | None = None,
+        **keywords: Any,
     ) -> None:
         """
         @param receiver: where decoded messages go.
         @param messageDataType: C{"json"}, C{"string"}, C{"binary"} or a
-            L{Codec}.
-        @param byteOrder: C{"little"} (default) or C{"big"}.
-        @param max_message_size: the largest payload sent or accepted, bytes.
-        @param idle_timeout: close the connection (reason C{idle timeout})
-            when the peer sends nothing for this many seconds; not counted
-            while we have paused reading. L{None}: never.
-        @param outbound_limit: see L{outboundLimit}; at least
-            C{max_message_size}.
-        @param slow_consumer_policy: see L{SlowConsumerPolicy}.
-        @param clock: the clock for the idle timeout (default: the reactor).
+            L{Codec} (when C{options} is not given).
+        @param byteOrder: C{"little"} (default) or C{"big"} (likewise).
+        @param options: the connection's options, made once by a factory
+            for all its connections. Without it, they are made from
+            C{messageDataType}, C{byteOrder} and C{keywords} (any field of
+            L{ConnectionOptions}: C{max_message_size}, C{idle_timeout},
+            C{outbound_limit}, ...).
+        @param clock: the clock for timeouts (default: the reactor).
         """
+        if options is None:
+            options = ConnectionOptions(
+                messageDataType=messageDataType, byteOrder=byteOrder, **keywords
+            )
+        elif keywords:
+            raise TypeError("CommsProtocol takes options= or keywords, not both")
         self.receiver = receiver
         self._messageReceived = receiver.messageReceived
-        self.codec = get_codec(messageDataType)
-        self._decode = self.codec.decode
-        self._encode = self.codec.encode
-        self.structFormat = struct_format(byteOrder)
-        self._packHeader = _struct(self.structFormat).pack  # shared per format
-        self.MAX_LENGTH = validate_max_message_size(max_message_size)
-        self.outboundLimit = validate_outbound_limit(outbound_limit, self.MAX_LENGTH)
-        self.slowConsumerPolicy = SlowConsumerPolicy(slow_consumer_policy)
-        self.idleTimeout = validate_timeout(idle_timeout, "idle_timeout")
+        self.options = options
+        self.codec = options.codec
+        self._decode = options.codec.decode
+        self._encode = options.codec.encode
+        self.structFormat = options.structFormat
+        self.MAX_LENGTH = options.max_message_size
         self._clock = clock
-        self._idleCall: IDelayedCall | None = None
         self.messagesReceived = 0
         self.bytesReceived = 0
-        self.messagesSent = 0
-        self.bytesSent = 0
         self.decodeErrors = 0
 
     def __repr__(self) -> str:
-        return f"<{type(self).__name__} peer={_peer(self)} codec={self.codec.name}>"
+        return f"<{type(self).__name__} peer={self.peer} codec={self.codec.name}>"
+
+    @property
+    def clock(self) -> IReactorTime:
+        """
+        The clock of this connection's timers (the reactor, or a test's).
+        """
+        if self._clock is None:
+            self._clock = default_reactor()
+        return self._clock
 
     @property
     def peer(self) -> str:
         """
         The peer's address, printable (C{host:port}, or a UNIX path).
         """
-        return _peer(self)
+        return describe_peer(self.transport)
 
     @property
-    def writePaused(self) -> bool:
+    def closing(self) -> bool:
         """
-        Whether the transport's write buffer is full (or a large message is
-        still being written in slices): the peer is not keeping up with what
-        we send. See L{whenDrained}.
+        Whether the connection is closed or closing (no more sends).
         """
-        return self._writePaused or self._streaming is not None
+        return self._closing
 
-    def whenDrained(self) -> Deferred[None]:
-        """
-        A L{Deferred} that fires when the transport's write buffer has
-        drained (at once if it is not full). It fails with
-        L{ConnectionClosedError} if the connection closes first.
-        """
-        if not self.writePaused:
-            return succeed(None)
-        if self._closing and self._streaming is None:
-            return fail(self._closedError())
-        d: Deferred[None] = Deferred()
-        if self._drainWaiters is None:
-            self._drainWaiters = []
-        self._drainWaiters.append(d)
-        return d
+    # Options, read back (the Twisted-level names of earlier versions).
+
+    @property
+    def idleTimeout(self) -> float | None:
+        return self.options.idle_timeout
+
+    @property
+    def handshakeTimeout(self) -> float | None:
+        return self.options.handshake_timeout
+
+    @property
+    def outboundLimit(self) -> int:
+        return self.options.effective_outbound_limit
+
+    @property
+    def slowConsumerPolicy(self) -> SlowConsumerPolicy:
+        return self.options.slow_consumer_policy
+
+    # Counters of what was sent (kept by the writer).
+
+    @property
+    def messagesSent(self) -> int:
+        return self.writer.messagesSent if self.writer is not None else 0
+
+    @property
+    def bytesSent(self) -> int:
+        return self.writer.bytesSent if self.writer is not None else 0
 
     # -- connection ---------------------------------------------------------
 
     def connectionMade(self) -> None:
-        self._monitor = _WriteMonitor(self)
-        self.transport.registerProducer(self._monitor, True)
-        self._startIdleTimer()
+        options = self.options
+        writer = self.writer = FrameWriter(
+            self.transport,
+            self,
+            self.structFormat,
+            self.MAX_LENGTH,
+            options.effective_outbound_limit,
+            options.slow_consumer_policy,
+        )
+        writer.register()
+        if options.idle_timeout is not None:
+            self._idle = Timeout(
+                options.idle_timeout, self.timeoutConnection, self.clock
+            )
+            self._idle.start()
         if not INegotiated.providedBy(self.transport):
             self._started = True
             self.receiver.startReceivingMessages(self)
-        elif self.handshakeTimeout is not None:
-            if self._clock is None:
-                self._clock = default_reactor()
-            self._handshakeCall = self._clock.callLater(
-                self.handshakeTimeout, self._handshakeTimedOut
+        elif options.handshake_timeout is not None:
+            self._handshake = Timeout(
+                options.handshake_timeout, self._handshakeTimedOut, self.clock
             )
+            self._handshake.start()
 
     def _handshakeTimedOut(self) -> None:
-        self._handshakeCall = None
         self._log.warn(
             "closing connection from {peer}: its TLS handshake did not "
             "complete within {timeout} seconds (handshake timeout)",
-            peer=_peer(self),
+            peer=self.peer,
             timeout=self.handshakeTimeout,
         )
         self.abort(CloseReason.HANDSHAKE_TIMEOUT)
-
-    def _stopHandshakeTimer(self) -> None:
-        cancel_call(self._handshakeCall)
-        self._handshakeCall = None
 
     def handshakeCompleted(self) -> None:
         """
         Over TLS, the connection counts as made once the handshake is done:
         a peer whose certificate is refused never becomes a client.
         """
-        self._stopHandshakeTimer()
+        if self._handshake is not None:
+            self._handshake.stop()
         if not self._started and not self._closing:
             self._started = True
             self.receiver.startReceivingMessages(self)
-
-    def _startIdleTimer(self) -> None:
-        if self.idleTimeout is None or self._idleCall is not None:
-            return
-        if self._clock is None:
-            self._clock = default_reactor()
-        self._idleCall = self._clock.callLater(self.idleTimeout, self._idleTimedOut)
-
-    def _stopIdleTimer(self) -> None:
-        cancel_call(self._idleCall)
-        self._idleCall = None
-
-    def _idleTimedOut(self) -> None:
-        self._idleCall = None
-        self.timeoutConnection()
 
     def timeoutConnection(self) -> None:
         """
@@ -455,7 +215,7 @@ class CommsProtocol(FrameReceiver):
         self._log.info(
             "closing connection from {peer}: nothing received for "
             "{timeout} seconds (idle timeout)",
-            peer=_peer(self),
+            peer=self.peer,
             timeout=self.idleTimeout,
         )
         self.abort(CloseReason.IDLE_TIMEOUT)
@@ -463,9 +223,9 @@ class CommsProtocol(FrameReceiver):
     # -- receiving ----------------------------------------------------------
 
     def dataReceived(self, data: bytes) -> None:
-        idle = self._idleCall
+        idle = self._idle
         if idle is not None:
-            idle.reset(self.idleTimeout)  # type: ignore[arg-type]
+            idle.reset()
         super().dataReceived(data)
 
     def stringReceived(self, string: bytes) -> None:
@@ -477,7 +237,7 @@ class CommsProtocol(FrameReceiver):
             self.decodeErrors += 1
             self._log.info(
                 "message from {peer} did not decode: {error}",
-                peer=_peer(self),
+                peer=self.peer,
                 error=e,
             )
             self.receiver.messageDecodeFailed(e)
@@ -491,23 +251,89 @@ class CommsProtocol(FrameReceiver):
         may never read what is queued to it.
         """
         self._logLengthLimit(length)
-        self._unregisterWriteMonitor()
+        if self.writer is not None:
+            self.writer.unregister()
         self.abort(CloseReason.OVERSIZE)
+
+    # -- pausing reading, by reason -------------------------------------------
+
+    @property
+    def readPausedFor(self) -> frozenset[str]:
+        """
+        The reasons reading is paused for now (empty: reading).
+        """
+        return frozenset(self._pauses or ())
+
+    def pauseReading(self, reason: str) -> None:
+        """
+        Stop reading from the peer for C{reason} (a L{PauseReason}, or a
+        name of your own) until L{resumeReading} with the same reason.
+        Reading resumes only when no reason holds. Pausing twice for one
+        reason is the same as once. While paused, data already read is kept
+        (and delivered on resuming), and the idle timer stops: the peer is
+        not idle, we are not listening.
+        """
+        pauses = self._pauses
+        if pauses is None:
+            pauses = self._pauses = set()
+        first = not pauses
+        pauses.add(reason)
+        if first:
+            if self._idle is not None:
+                self._idle.stop()
+            FrameReceiver.pauseProducing(self)
+
+    def resumeReading(self, reason: str) -> None:
+        """
+        C{reason} no longer holds: read again if no other reason does.
+        Resuming for a reason that does not hold does nothing.
+        """
+        pauses = self._pauses
+        if not pauses or reason not in pauses:
+            return
+        pauses.discard(reason)
+        if pauses:
+            return
+        self._pauses = None
+        if not self._closing and self._idle is not None:
+            self._idle.start()
+        FrameReceiver.resumeProducing(self)
 
     def pauseProducing(self) -> None:
         """
-        Stop reading from the peer (and stop its idle timer: it is not idle,
-        we are not listening).
+        C{IPushProducer}: L{pauseReading} for L{PauseReason.PRODUCER}.
         """
-        self._stopIdleTimer()
-        super().pauseProducing()
+        self.pauseReading(PauseReason.PRODUCER)
 
     def resumeProducing(self) -> None:
-        if not self._closing:
-            self._startIdleTimer()
-        super().resumeProducing()
+        """
+        C{IPushProducer}: L{resumeReading} for L{PauseReason.PRODUCER}.
+        """
+        self.resumeReading(PauseReason.PRODUCER)
 
-    # -- sending ------------------------------------------------------------
+    # -- sending (through the writer) ---------------------------------------
+
+    def _writer(self) -> FrameWriter:
+        writer = self.writer
+        if writer is None or self._closing:
+            raise self.closedError()
+        return writer
+
+    @property
+    def writePaused(self) -> bool:
+        """
+        Whether the peer is not keeping up with what we send (see
+        L{FrameWriter.writePaused}).
+        """
+        return self.writer is not None and self.writer.writePaused
+
+    def whenDrained(self) -> Deferred[None]:
+        """
+        See L{FrameWriter.whenDrained}.
+        """
+        if self.writer is None:
+            return fail(self.closedError())
+        return self.writer.whenDrained()
 
     def sendMessage(self, message: Any) -> None:
         """
@@ -518,162 +344,25 @@ class CommsProtocol(FrameReceiver):
         @raise MessageTooLargeError: it is over the maximum message size.
         @raise SlowConsumerError: the peer's outbound limit would be exceeded.
         """
-        if self._closing or self.transport is None:
-            raise self._closedError()
-        self.sendString(self._encode(message))
+        self._writer().sendString(self._encode(message))
 
     def sendString(self, string: bytes) -> None:
         """
-        Send one already-encoded payload.
-
-        @raise ConnectionClosedError: the connection is closed or closing.
-        @raise MessageTooLargeError: it is over the maximum message size.
-        @raise SlowConsumerError: the peer's outbound limit would be exceeded.
+        Send one already-encoded payload (see L{FrameWriter.sendString}).
         """
-        length = len(string)
-        if length > self.MAX_LENGTH:
-            check_size(length, self.MAX_LENGTH)  # raises, with the message
-        self._admit(length + 4)
-        # FrameReceiver.sendString, inlined: this is the per-message path.
-        header = self._packHeader(length)
-        if self._streaming is not None or length > STREAM_ABOVE:
-            self._stream((header, string))
-        elif length <= _JOIN_LIMIT:
-            self.transport.write(header + string)
-        else:
-            self.transport.writeSequence((header, string))
-        self.messagesSent += 1
-        self.bytesSent += length
+        self._writer().sendString(string)
 
     def sendStrings(self, strings: list[bytes]) -> None:
         """
-        Send several already-encoded payloads, in order, in one write (a
-        batch from another thread). All or nothing: a payload over the
-        maximum size, a closed connection or the outbound limit raises
-        before anything is written.
+        Send several payloads in one write (see L{FrameWriter.sendStrings}).
         """
-        limit = self.MAX_LENGTH
-        pack = self._packHeader
-        parts: list[bytes] = []
-        total = 0
-        largest = 0
-        for string in strings:
-            length = len(string)
-            if length > limit:
-                check_size(length, limit)  # raises, with the message
-            parts.append(pack(length))
-            parts.append(string)
-            total += length
-            largest = max(largest, length)
-        self._admit(total + 4 * len(strings))
-        if self._streaming is not None or largest > STREAM_ABOVE:
-            self._stream(parts)
-        else:
-            # One joined write: Twisted's writeSequence loops over the parts
-            # twice in Python, and its doWrite joins them anyway.
-            self.transport.write(b"".join(parts))
-        self.messagesSent += len(strings)
-        self.bytesSent += total
+        self._writer().sendStrings(strings)
 
     def writeFrame(self, frame: Frame) -> None:
         """
-        Write an already-built L{Frame} (for broadcasts: built once, written
-        to many connections). Its size was checked when it was built.
-
-        @raise ConnectionClosedError: the connection is closed or closing.
-        @raise SlowConsumerError: the peer's outbound limit would be exceeded.
+        Write an already-built L{Frame} (see L{FrameWriter.writeFrame}).
         """
-        self._admit(frame.size)
-        if self._streaming is not None or frame.size > STREAM_ABOVE:
-            self._stream(frame.parts)
-        else:
-            super().writeFrame(frame)
-        self.messagesSent += 1
-        self.bytesSent += len(frame.payload)
-
-    def writeFrames(self, data: bytes, count: int, payloadBytes: int) -> None:
-        """
-        Write C{count} whole frames, already joined into C{data} (a batch of
-        broadcasts), holding C{payloadBytes} of payload.
-
-        @raise ConnectionClosedError: the connection is closed or closing.
-        @raise SlowConsumerError: the peer's outbound limit would be exceeded.
-        """
-        self._admit(len(data))
-        if self._streaming is not None:
-            self._stream((data,))
-        else:
-            self.transport.write(data)
-        self.messagesSent += count
-        self.bytesSent += payloadBytes
-
-    def _admit(self, size: int) -> None:
-        """
-        Check that C{size} more bytes may be written now; count them if the
-        transport is paused. First, whatever must go before this write
-        (L{_beforeWrite}) is written.
-        """
-        if self._beforeWrite is not None:
-            self._beforeWrite()
-        if self._closing or self.transport is None:
-            raise self._closedError()
-        if self._writePaused:
-            queued = self._queuedWhilePaused
-            limit = self.outboundLimit
-            if limit is not None and queued + size > limit:
-                error = SlowConsumerError(_peer(self), queued, size, limit)
-                if self.slowConsumerPolicy is SlowConsumerPolicy.CLOSE:
-                    self._log.warn(
-                        "closing connection to {peer}: slow consumer "
-                        "({queued} bytes queued, outbound limit {limit})",
-                        peer=_peer(self),
-                        queued=queued,
-                        limit=limit,
-                    )
-                    self.abort(CloseReason.SLOW_CONSUMER)
-                raise error
-            self._queuedWhilePaused = queued + size
-
-    def _stream(self, parts: Iterable[bytes]) -> None:
-        """
-        Queue C{parts} behind what is being streamed, and write what the
-        transport will take. A payload over 4 MiB is written in 1 MiB slices
-        as the socket drains: Twisted would otherwise copy it whole into one
-        new buffer before sending (the largest cost of sending a big
-        message), and the sender's memory would double.
-        """
-        if self._streaming is None:
-            self._streaming = collections.deque()
-        streaming = self._streaming
-        for part in parts:
-            streaming.append(memoryview(part) if len(part) > STREAM_ABOVE else part)
-        self._pump()
-
-    def _pump(self) -> None:
-        """
-        Write queued parts until the transport asks us to pause. Reactor
-        thread; called again by the write monitor when the socket drains.
-        """
-        streaming = self._streaming
-        transport = self.transport
-        while streaming and not self._writePaused:
-            part = streaming[0]
-            if type(part) is memoryview:
-                transport.write(part[:_STREAM_SLICE].tobytes())
-                rest = part[_STREAM_SLICE:]
-                if rest.nbytes:
-                    streaming[0] = rest
-                else:
-                    streaming.popleft()
-            else:
-                transport.write(part)
-                streaming.popleft()
-        if not streaming:
-            self._streaming = None
-            if self._closeWhenStreamed:
-                self._closeWhenStreamed = False
-                self._unregisterWriteMonitor()
-                transport.loseConnection()
+        self._writer().writeFrame(frame)
 
     # -- closing ------------------------------------------------------------
 
@@ -684,36 +373,24 @@ class CommsProtocol(FrameReceiver):
         """
         if self._closing:
             return
-        if self._beforeWrite is not None:
-            self._beforeWrite()
+        writer = self.writer
+        if writer is not None and writer.beforeWrite is not None:
+            # Broadcasts batched before this close go first (a registry
+            # skips connections already closing).
+            writer.beforeWrite()
         self._markClosing(reason)
-        if self.transport is not None:
-            if self._streaming is not None:
-                # Finish writing what was sent first (the monitor keeps
-                # pumping it); then close.
-                self._closeWhenStreamed = True
-                return
-            self._unregisterWriteMonitor()
+        if writer is not None:
+            writer.closeWhenWritten()
+        elif self.transport is not None:
             self.transport.loseConnection()
-
-    def _unregisterWriteMonitor(self) -> None:
-        """
-        A transport with a registered producer does not close on
-        C{loseConnection} until the producer is unregistered (and, if the
-        producer was paused when the buffer drains, it resumes the producer
-        instead of closing). Unregister ours before closing.
-        """
-        if self._monitor is not None:
-            self._monitor = None
-            self.transport.unregisterProducer()
 
     def abort(self, reason: CloseReason) -> None:
         """
         Close the connection now, discarding what is not yet written.
         """
         self._markClosing(reason)
-        self._streaming = None
-        self._closeWhenStreamed = False
+        if self.writer is not None:
+            self.writer.discard()
         if self.transport is not None:
             self.transport.abortConnection()
 
@@ -722,21 +399,25 @@ class CommsProtocol(FrameReceiver):
         if self.closeReason is None:
             self.closeReason = reason
 
-    def _closedError(self) -> NotConnectedError:
+    def closedError(self) -> NotConnectedError:
+        """
+        The exception for a send on this connection when it is not open.
+        """
         if self.transport is None:
             return NotConnectedError(
                 "not connected yet; wait for the connection before sending"
             )
         return ConnectionClosedError(
-            f"connection to {_peer(self)} is closed "
+            f"connection to {self.peer} is closed "
             f"({self.closeReason or 'closing'}); nothing was sent"
         )
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._closing = True
-        self._streaming = None
-        self._stopIdleTimer()
-        self._stopHandshakeTimer()
+        if self._idle is not None:
+            self._idle.stop()
+        if self._handshake is not None:
+            self._handshake.stop()
         if self.closeReason is None:
             self.closeReason = (
                 CloseReason.PEER_CLOSED
@@ -748,77 +429,11 @@ class CommsProtocol(FrameReceiver):
             self._log.warn(
                 "connection from {peer} ended in the middle of a message: "
                 "{incomplete} bytes of it discarded",
-                peer=_peer(self),
+                peer=self.peer,
                 incomplete=incomplete,
             )
             self._dropPartialFrame()
         self._stash = None
-        waiters, self._drainWaiters = self._drainWaiters, None
-        for d in waiters or ():
-            d.errback(self._closedError())
+        if self.writer is not None:
+            self.writer.connectionLost()
         self.receiver.stopReceivingMessages(self.closeReason, reason)
-
-
-class ConnectionOptions:
-    """
-    The per-connection options a factory gives every L{CommsProtocol} it
-    builds, validated once (shared by the server and client factories).
-
-    @ivar codec: the L{Codec}.
-    @ivar byteOrder: C{"little"} or C{"big"}.
-    @ivar max_message_size: largest payload accepted or sent.
-    @ivar idle_timeout: seconds of silence before closing, or L{None}.
-    @ivar handshake_timeout: seconds a TLS handshake may take, or L{None}.
-    @ivar outbound_limit: bytes that may queue to a peer that does not read.
-    @ivar slow_consumer_policy: what happens past it.
-    """
-
-    codec: Codec
-    byteOrder: str
-    max_message_size: int
-    idle_timeout: float | None
-    handshake_timeout: float | None
-    outbound_limit: int | None
-    slow_consumer_policy: SlowConsumerPolicy
-
-    def _setConnectionOptions(
-        self,
-        messageDataType: str | Codec,
-        byteOrder: str,
-        max_message_size: int,
-        idle_timeout: float | None,
-        outbound_limit: int | None,
-        slow_consumer_policy: SlowConsumerPolicy | str,
-        handshake_timeout: float | None = DEFAULT_HANDSHAKE_TIMEOUT,
-    ) -> None:
-        self.codec = get_codec(messageDataType)
-        struct_format(byteOrder)  # validates
-        self.byteOrder = byteOrder
-        self.max_message_size = validate_max_message_size(max_message_size)
-        self.idle_timeout = validate_timeout(idle_timeout, "idle_timeout")
-        self.handshake_timeout = validate_timeout(
-            handshake_timeout, "handshake_timeout"
-        )
-        self.outbound_limit = validate_outbound_limit(
-            self.max_message_size + DEFAULT_OUTBOUND_HEADROOM
-            if outbound_limit is None
-            else outbound_limit,
-            self.max_message_size,
-        )
-        self.slow_consumer_policy = SlowConsumerPolicy(slow_consumer_policy)
-
-    def _buildCommsProtocol(
-        self, receiver: MessageReceiver, clock: IReactorTime | None
-    ) -> CommsProtocol:
-        proto = CommsProtocol(
-            receiver,
-            self.codec,
-            self.byteOrder,
-            max_message_size=self.max_message_size,
-            idle_timeout=self.idle_timeout,
-            outbound_limit=self.outbound_limit,
-            slow_consumer_policy=self.slow_consumer_policy,
-            clock=clock,
-        )
-        proto.handshakeTimeout = self.handshake_timeout
-        return proto

@@ -6,7 +6,7 @@ The C{twcomms} command (also C{python -m twcomms}).
     twcomms listen HOST:PORT [--count N]             print messages as they arrive
 
 C{serve} takes exactly the options of C{twistd comms} (one definition:
-L{twcomms.service.Options}). Exit codes: 0 success; 1 the connection failed
+L{twcomms.ops.service.Options}). Exit codes: 0 success; 1 the connection failed
 or closed before the work was done (one line on stderr says why); 2 a bad
 argument.
 
@@ -28,11 +28,11 @@ from typing import Any, BinaryIO, TextIO
 from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.python import usage
 
-from twcomms.client.factory import CommsClientFactory
-from twcomms.connection.protocol import CloseReason, CommsProtocol
-from twcomms.errors import CommsError, InvalidJSONError
-from twcomms.wire.codecs import DATA_TYPES, get_codec
-from twcomms.wire.framing import DEFAULT_MAX_MESSAGE_SIZE, frame_header
+from twcomms.client import CommsClientFactory
+from twcomms.connection import CloseReason, FrameWriter
+from twcomms.errors import CommsError, InvalidJSONError, PayloadSourceError
+from twcomms.options import ConnectionOptions, add_arguments, from_arguments
+from twcomms.wire.codecs import get_codec
 
 __all__ = ["main"]
 
@@ -63,7 +63,16 @@ def _count(value: str) -> int:
     return int(value)
 
 
-def _parser() -> argparse.ArgumentParser:
+#: The option sections C{send} and C{listen} take as flags. (Not the
+#: reconnect section: each command makes one connection and reports how it
+#: ended; not the server's or the threaded API's flow control.)
+CLIENT_COMMAND_SECTIONS = (ConnectionOptions,)
+
+
+def _parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
+    """
+    The C{twcomms} parser, and its subcommands' parsers by name.
+    """
     parser = argparse.ArgumentParser(
         prog="twcomms",
         description=(
@@ -84,14 +93,6 @@ def _parser() -> argparse.ArgumentParser:
 
     def connection_options(p: argparse.ArgumentParser) -> None:
         p.add_argument("address", type=_address, metavar="HOST:PORT")
-        p.add_argument("--type", "-t", choices=DATA_TYPES, default="json")
-        p.add_argument("--byte-order", choices=("little", "big"), default="little")
-        p.add_argument(
-            "--max-message-size",
-            type=int,
-            default=DEFAULT_MAX_MESSAGE_SIZE,
-            metavar="BYTES",
-        )
         p.add_argument(
             "--timeout", type=float, default=10.0, help="connect timeout, seconds"
         )
@@ -100,6 +101,7 @@ def _parser() -> argparse.ArgumentParser:
             "--ca", metavar="PEM", help="CA certificate(s) to trust for --tls"
         )
         p.add_argument("--hostname", help="name the server certificate must carry")
+        add_arguments(p, CLIENT_COMMAND_SECTIONS)
 
     send = sub.add_parser(
         "send",
@@ -129,7 +131,7 @@ def _parser() -> argparse.ArgumentParser:
     listen.add_argument(
         "--count", "-n", type=_count, metavar="N", help="stop after N messages"
     )
-    return parser
+    return parser, {"send": send, "listen": listen}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -139,22 +141,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
     if args_list[:1] == ["serve"]:
         return _serve(args_list[1:])
-    parser = _parser()
-    if args_list[:1] in (["send"], ["listen"]):
+    parser, commands = _parser()
+    sub = commands.get(args_list[0]) if args_list else None
+    if sub is not None:
         # Options may come between HOST:PORT and MESSAGE: parse the
         # subcommand's arguments intermixed (argparse cannot do that
         # through subparsers).
-        sub = _subparser(parser, args_list[0])
         args = sub.parse_intermixed_args(args_list[1:])
         args.command = args_list[0]
     else:
         args = parser.parse_args(args_list)
+    try:
+        args.options = ConnectionOptions(
+            **from_arguments(args, CLIENT_COMMAND_SECTIONS)
+        )
+    except (TypeError, ValueError) as e:
+        (sub or parser).error(str(e))
     if args.command == "send":
+        assert sub is not None
         if (args.message is None) == (args.file is None):
             sub.error("send takes a MESSAGE (or '-') or --file, not both or neither")
         if args.message not in (None, "-"):
+            data_type = args.options.codec.name
             try:
-                get_codec(args.type).encode(_as_message(args.message, args.type))
+                get_codec(data_type).encode(_as_message(args.message, data_type))
             except InvalidJSONError as e:
                 cause = e.__cause__ or e
                 sub.error(
@@ -165,13 +175,6 @@ def main(argv: Sequence[str] | None = None) -> int:
                 sub.error(str(e))
         return _run(_send, args)
     return _run(_listen, args)
-
-
-def _subparser(parser: argparse.ArgumentParser, name: str) -> argparse.ArgumentParser:
-    for action in parser._subparsers._group_actions:  # type: ignore[union-attr]
-        if isinstance(action, argparse._SubParsersAction):
-            return action.choices[name]  # type: ignore[no-any-return]
-    raise KeyError(name)  # pragma: no cover
 
 
 # -- serve ---------------------------------------------------------------------
@@ -248,13 +251,7 @@ def _run(command: Any, args: argparse.Namespace) -> int:
 async def _connect(
     reactor: Any, args: argparse.Namespace, **kw: Any
 ) -> CommsClientFactory:
-    client = CommsClientFactory(
-        args.type,
-        args.byte_order,
-        max_message_size=args.max_message_size,
-        reactor=reactor,
-        **kw,
-    )
+    client = CommsClientFactory(connection=args.options, reactor=reactor, **kw)
     host, port = args.address
     if args.tls:
         client.connectSSL(
@@ -272,16 +269,17 @@ async def _connect(
 async def _send(reactor: Any, args: argparse.Namespace) -> None:
     client = await _connect(reactor, args)
     proto = client.connection
-    assert proto is not None
+    assert proto is not None and proto.writer is not None
+    data_type = args.options.codec.name
     try:
         if args.file is not None:
             with open(args.file, "rb") as f:
-                await _send_file(proto, f, args.byte_order, sys.stderr)
+                await _send_file(proto.writer, f, sys.stderr)
         elif args.message == "-":
             for line in sys.stdin:
-                proto.sendMessage(_as_message(line.rstrip("\r\n"), args.type))
+                proto.sendMessage(_as_message(line.rstrip("\r\n"), data_type))
         else:
-            proto.sendMessage(_as_message(args.message, args.type))
+            proto.sendMessage(_as_message(args.message, data_type))
     except OSError as e:
         raise _Failed(str(e)) from None
     reason = await _close(client)
@@ -304,14 +302,12 @@ async def _close(client: CommsClientFactory) -> CloseReason | None:
     return proto.closeReason if proto is not None else await disconnected
 
 
-async def _send_file(
-    proto: CommsProtocol, f: BinaryIO, byte_order: str, err: TextIO
-) -> None:
+async def _send_file(writer: FrameWriter, f: BinaryIO, err: TextIO) -> None:
     """
-    Send the file C{f} as one binary message, read and written in 1 MiB
-    slices as the socket drains (a regular file is never held in memory
-    whole), with a progress bar on a terminal. Nothing else writes on
-    C{proto} meanwhile.
+    Send the file C{f} as one binary message through the connection's
+    writer: a regular file is read and written in 1 MiB slices as the
+    socket drains (never held in memory whole), in order with anything
+    else sent, within the outbound limit; a progress bar on a terminal.
     """
     st = os.fstat(f.fileno())
     if stat.S_ISREG(st.st_mode):
@@ -322,43 +318,29 @@ async def _send_file(
         whole = f.read()
         size = len(whole)
         read = io.BytesIO(whole).read
-    if size > proto.MAX_LENGTH:
+    if size > writer.maxLength:
         raise _Failed(
             f"{size} bytes is over the maximum message size of "
-            f"{proto.MAX_LENGTH}; raise --max-message-size (the receiver must "
+            f"{writer.maxLength}; raise --max-message-size (the receiver must "
             f"accept it too)"
         )
     show = err.isatty() and size >= 1 << 20
-    step = 1 << 20
-    proto.transport.write(frame_header(size, byte_order))
-    done = 0
-    while done < size:
-        chunk = read(min(step, size - done))
-        if not chunk:
-            # The header promised more: the frame cannot be completed. Abort,
-            # so the receiver discards the partial message (a graceful close
-            # would leave it waiting for the rest).
-            proto.abort(CloseReason.CLOSED)
-            raise _Failed(
-                f"the file shrank while it was being sent ({done} of {size} "
-                f"bytes); the connection was aborted and nothing was delivered"
-            )
-        proto.transport.write(chunk)
-        done += len(chunk)
-        if proto.writePaused:
-            await proto.whenDrained()
-        if show:
-            width = 40
-            filled = width * done // size
-            err.write(
-                f"\r[{'#' * filled}{'.' * (width - filled)}] "
-                f"{done / (1 << 20):.1f}/{size / (1 << 20):.1f} MiB"
-            )
-            err.flush()
+
+    def progress(done: int, total: int) -> None:
+        width = 40
+        filled = width * done // total
+        err.write(
+            f"\r[{'#' * filled}{'.' * (width - filled)}] "
+            f"{done / (1 << 20):.1f}/{total / (1 << 20):.1f} MiB"
+        )
+        err.flush()
+
+    try:
+        await writer.streamPayload(size, read, progress if show else None)
+    except PayloadSourceError as e:
+        raise _Failed(f"the file shrank while it was being sent: {e}") from None
     if show:
         err.write("\n")
-    proto.messagesSent += 1
-    proto.bytesSent += size
 
 
 async def _listen(reactor: Any, args: argparse.Namespace) -> None:

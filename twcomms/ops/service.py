@@ -21,22 +21,24 @@ from __future__ import annotations
 
 import importlib
 import signal
+import threading
 from collections.abc import Callable
 from typing import Any
 
-from twisted.application.internet import StreamServerEndpointService, TimerService
+from twisted.application import strports
+from twisted.application.internet import TimerService
 from twisted.application.service import MultiService, Service
 from twisted.logger import Logger
 from twisted.python import usage
 
-from twcomms.connection.protocol import (
-    validate_max_message_size,
-    validate_outbound_limit,
-    validate_timeout,
+from twcomms.options import Options as CommsOptions
+from twcomms.options import from_arguments, twistd_parameters
+from twcomms.server import (
+    SERVER_SECTIONS,
+    ClientHandle,
+    CommsServerFactory,
+    listen_description,
 )
-from twcomms.server.factory import ClientHandle, CommsServerFactory, server_endpoint
-from twcomms.wire.codecs import DATA_TYPES
-from twcomms.wire.framing import DEFAULT_MAX_MESSAGE_SIZE
 
 __all__ = ["MODES", "Options", "makeService"]
 
@@ -97,45 +99,11 @@ class Options(usage.Options):
         "neither, on TCP port 6000."
     )
 
+    # The hub's own options, then every connection and server option,
+    # generated from twcomms.options (one definition for every front door).
     optParameters = [
         ["port", "p", None, "TCP port to listen on, on --interface", _count("--port")],
         ["interface", "i", "", "Interface for --port (default: all IPv4)."],
-        [
-            "type",
-            "t",
-            "json",
-            f"Message data type: {', '.join(DATA_TYPES)}.",
-        ],
-        ["byte-order", None, "little", "Header byte order: little or big."],
-        [
-            "max-message-size",
-            None,
-            DEFAULT_MAX_MESSAGE_SIZE,
-            "Largest message accepted or sent, in bytes",
-            _count("--max-message-size"),
-        ],
-        [
-            "max-clients",
-            None,
-            None,
-            "Close connections beyond this many (default: no limit)",
-            _count("--max-clients"),
-        ],
-        [
-            "idle-timeout",
-            None,
-            None,
-            "Close clients silent for this many seconds (default: never)",
-            _seconds("--idle-timeout"),
-        ],
-        [
-            "outbound-limit",
-            None,
-            None,
-            "Bytes that may queue to a client that does not read before it is "
-            "closed as a slow consumer (default: max-message-size + 1 MiB)",
-            _count("--outbound-limit"),
-        ],
         ["mode", "m", "broadcast", f"What to do with messages: {', '.join(MODES)}."],
         [
             "stats-interval",
@@ -151,6 +119,7 @@ class Options(usage.Options):
             "module:callable given the server (a CommsServerFactory) to attach "
             "your own callbacks; they run on the reactor thread.",
         ],
+        *twistd_parameters(SERVER_SECTIONS),
     ]
 
     def __init__(self) -> None:
@@ -168,38 +137,36 @@ class Options(usage.Options):
     opt_l = opt_listen
 
     def postOptions(self) -> None:
-        if self["type"] not in DATA_TYPES:
-            raise usage.UsageError(
-                f"--type must be one of {', '.join(DATA_TYPES)}, not {self['type']!r}"
-            )
-        if self["byte-order"] not in ("little", "big"):
-            raise usage.UsageError(
-                f"--byte-order must be little or big, not {self['byte-order']!r}"
-            )
         if self["mode"] not in MODES:
             raise usage.UsageError(
                 f"--mode must be one of {', '.join(MODES)}, not {self['mode']!r}"
             )
         try:
-            validate_max_message_size(self["max-message-size"])
-            validate_outbound_limit(self["outbound-limit"], self["max-message-size"])
-            validate_timeout(self["idle-timeout"] or None, "--idle-timeout")
+            given = from_arguments(self, SERVER_SECTIONS)
+        except ValueError as e:
+            raise usage.UsageError(str(e)) from None
+        try:
+            self.comms = CommsOptions.build(
+                door="twistd comms", sections=SERVER_SECTIONS, **given
+            )
         except (TypeError, ValueError) as e:
+            # The options' own messages name them as keywords: say flags.
             raise usage.UsageError(str(e).replace("_", "-")) from None
         if self["app"] is not None:
             self["app"] = load_app(self["app"])
         if self["port"] is None and not self["listen"]:
             self["port"] = 6000
 
-    def endpoints(self) -> list[str | tuple[str, int]]:
+    def endpoints(self) -> list[str]:
         """
-        Where to listen: C{--port} (on C{--interface}) and every C{--listen}.
+        Where to listen, as endpoint descriptions: C{--port} (on
+        C{--interface}) and every C{--listen}.
         """
         where: list[str | tuple[str, int]] = []
         if self["port"] is not None:
             where.append((self["interface"] or "0.0.0.0", self["port"]))
         where.extend(self["listen"])
-        return where
+        return [listen_description(w) for w in where]
 
 
 def load_app(spec: str) -> Callable[[CommsServerFactory], object]:
@@ -271,6 +238,33 @@ class _Stats:
         )
 
 
+def stop_on_sigterm(reactor: Any) -> None:
+    """
+    From now on SIGTERM stops C{reactor} as a plain C{reactor.stop()}, so a
+    hub stopped by SIGTERM, after closing its clients cleanly, exits 0.
+
+    Twisted's own handler records the signal, and twistd re-raises it once
+    the reactor has stopped (exit status 143). SIGTERM is how operators stop
+    the hub, so it reports success. Only over a handler Twisted installed
+    (a reactor run without signal handlers is left alone), and only from
+    the main thread, where signal handlers live. Call it once the reactor
+    runs (C{callWhenRunning}): Twisted installs its handlers as it starts.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return
+    sigterm = getattr(signal, "SIGTERM", None)
+    if sigterm is None:  # pragma: no cover - every POSIX platform has it
+        return
+    current = signal.getsignal(sigterm)
+    if current in (signal.SIG_DFL, signal.SIG_IGN, None):
+        return
+
+    def on_sigterm(signum: int, frame: Any) -> None:
+        reactor.callFromThread(reactor.stop)
+
+    signal.signal(sigterm, on_sigterm)
+
+
 class _CloseClients(Service):
     """
     On stop (SIGTERM, Ctrl-C), closes every client cleanly.
@@ -279,14 +273,12 @@ class _CloseClients(Service):
     def __init__(self, factory: CommsServerFactory) -> None:
         self.factory = factory
 
+    def startService(self) -> None:
+        super().startService()
+        self.factory.reactor.callWhenRunning(stop_on_sigterm, self.factory.reactor)
+
     def stopService(self) -> Any:
         super().stopService()
-        # twistd re-raises the signal that stopped it, so a hub stopped by
-        # SIGTERM would exit with status 143 even after this clean shutdown.
-        # SIGTERM is how operators stop the hub: report success (exit 0).
-        reactor = self.factory.reactor
-        if getattr(reactor, "_exitSignal", None) == getattr(signal, "SIGTERM", None):
-            reactor._exitSignal = None
         return self.factory.stop()
 
 
@@ -295,29 +287,19 @@ def makeService(options: Options, reactor: Any = None) -> MultiService:
     The hub as a service: listening on every endpoint, closing clients on
     stop, logging stats.
     """
-    factory = CommsServerFactory(
-        options["type"],
-        options["byte-order"],
-        max_message_size=options["max-message-size"],
-        max_clients=options["max-clients"],
-        idle_timeout=options["idle-timeout"] or None,
-        outbound_limit=options["outbound-limit"],
-        reactor=reactor,
-    )
+    factory = CommsServerFactory(options=options.comms, reactor=reactor)
     Hub(factory, options["mode"])
     if options["app"] is not None:
         options["app"](factory)
     top = MultiService()
     top.factory = factory  # type: ignore[attr-defined]
     _CloseClients(factory).setServiceParent(top)
-    for where in options.endpoints():
-        svc = StreamServerEndpointService(
-            server_endpoint(factory.reactor, where), factory
-        )
-        # Fail at start-up when a port cannot be listened on, as twistd's
-        # own strports services do, instead of running without it.
-        svc._raiseSynchronously = True
-        svc.setServiceParent(top)
+    for description in options.endpoints():
+        # strports' services fail at start-up when a port cannot be
+        # listened on, instead of running without it.
+        strports.service(
+            description, factory, reactor=factory.reactor
+        ).setServiceParent(top)
     if options["stats-interval"]:
         stats = TimerService(options["stats-interval"], _Stats(factory))
         stats.clock = factory.reactor

@@ -8,18 +8,21 @@ Thread: the reactor thread only. Nothing here blocks or starts a thread.
 
 from twcomms.server.factory import (
     DEFAULT_BACKLOG,
-    ClientHandle,
-    ClientRegistry,
+    SERVER_SECTIONS,
     CommsServerFactory,
-    LocalClientRegistry,
+    listen_description,
     server_endpoint,
 )
+from twcomms.server.handle import ClientHandle
+from twcomms.server.registry import ClientRegistry, LocalClientRegistry
 
 __all__ = [
     "DEFAULT_BACKLOG",
+    "SERVER_SECTIONS",
     "ClientHandle",
     "ClientRegistry",
     "CommsServerFactory",
     "LocalClientRegistry",
+    "listen_description",
     "server_endpoint",
 ]

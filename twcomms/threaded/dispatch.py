@@ -20,7 +20,7 @@ from typing import Any
 
 from twisted.logger import Logger
 
-__all__ = ["Outbox", "SerialQueue", "WorkerPool"]
+__all__ = ["Outbox", "SerialQueue", "WorkerPool", "default_pool"]
 
 _log = Logger()
 
@@ -286,3 +286,19 @@ class Outbox:
                 out.append(items.popleft())
             except IndexError:
                 return out
+
+
+_pool: WorkerPool | None = None
+_pool_lock = threading.Lock()
+
+
+def default_pool() -> WorkerPool:
+    """
+    The process-wide L{WorkerPool} every Server and Client uses unless
+    given one (created on first use). Any thread.
+    """
+    global _pool
+    with _pool_lock:
+        if _pool is None:
+            _pool = WorkerPool()
+        return _pool

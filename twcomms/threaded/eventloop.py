@@ -36,18 +36,11 @@ from twisted.python import threadable
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from twcomms.errors import CommsError
+from twcomms.errors import ReactorThreadError
 
 __all__ = ["EventLoop", "ReactorThreadError", "get_event_loop"]
 
 T = TypeVar("T")
-
-
-class ReactorThreadError(CommsError, RuntimeError):
-    """
-    A blocking call of the threaded API was made on the reactor thread,
-    where it would deadlock (the reactor could not run what it waits for).
-    """
 
 
 class EventLoop:
@@ -55,6 +48,9 @@ class EventLoop:
     Runs the reactor in a daemon thread and lets other threads call into it.
 
     @ivar reactor: the reactor.
+    @ivar reactor_ident: the C{threading.get_ident()} of the thread that
+        runs it, once started (compare with it on hot paths; else use
+        L{in_reactor_thread}).
     @ivar owns_thread: whether this object started the reactor's thread
         (C{False} when it reuses a reactor that was already running).
     """
@@ -73,7 +69,7 @@ class EventLoop:
         self.reactor: Any = None
         self.owns_thread = False
         self._thread: threading.Thread | None = None
-        self._reactor_ident: int | None = None
+        self.reactor_ident: int | None = None
         self._open: set[Any] = set()
         self._open_changed = threading.Condition(self._lock)
         self._keepalive: threading.Thread | None = None
@@ -101,13 +97,13 @@ class EventLoop:
             _bridge_logging()
             if reactor.running:
                 self.owns_thread = False
-                self._reactor_ident = threadable.ioThread
+                self.reactor_ident = threadable.ioThread
             else:
                 self.owns_thread = True
                 running = threading.Event()
 
                 def started() -> None:
-                    self._reactor_ident = threading.get_ident()
+                    self.reactor_ident = threading.get_ident()
                     running.set()
 
                 reactor.callWhenRunning(started)
@@ -131,7 +127,7 @@ class EventLoop:
         """
         Whether the caller is the thread that runs the reactor.
         """
-        return self._started and threading.get_ident() == self._reactor_ident
+        return self._started and threading.get_ident() == self.reactor_ident
 
     def check_not_reactor_thread(self, what: str) -> None:
         """

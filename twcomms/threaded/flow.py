@@ -20,7 +20,8 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from twcomms.errors import CommsError, ConnectionClosedError
+from twcomms.errors import ConnectionClosedError, QueueFullError, SendTimeoutError
+from twcomms.options import FlowControl
 
 if TYPE_CHECKING:
     from twcomms.connection.protocol import CommsProtocol
@@ -34,28 +35,19 @@ __all__ = [
 ]
 
 
-class SendTimeoutError(CommsError, TimeoutError):
-    """
-    C{send()} waited for the peer to read (the connection's outbound data
-    was over its high-water mark) and the peer did not catch up within the
-    send timeout. Nothing of this message was sent.
-    """
-
-
-class QueueFullError(CommsError, BufferError):
-    """
-    An auto-reconnecting client is disconnected and its queue of messages
-    waiting for the next connection is full (by count or bytes). Nothing of
-    this message was queued.
-    """
-
-
 class SendWindow:
     """
     Outbound bytes of one connection, with high/low water marks.
 
     @ivar pending: bytes accepted and not yet drained.
     """
+
+    @classmethod
+    def for_flow(cls, flow: FlowControl) -> SendWindow:
+        """
+        A window with C{flow}'s send marks and timeout.
+        """
+        return cls(flow.send_high_water, flow.send_low_water, flow.send_timeout)
 
     def __init__(self, high: int, low: int, timeout: float | None) -> None:
         if not 0 <= low <= high:

@@ -44,6 +44,7 @@ from twcomms.errors import MessageTooLargeError
 __all__ = [
     "BIG_ENDIAN",
     "DEFAULT_MAX_MESSAGE_SIZE",
+    "JOIN_LIMIT",
     "LARGE_READ_SIZE",
     "LITTLE_ENDIAN",
     "MAX_FRAME_PAYLOAD",
@@ -51,7 +52,10 @@ __all__ = [
     "Frame",
     "FrameReceiver",
     "check_size",
+    "describe_peer",
     "frame_header",
+    "header_struct",
+    "set_read_size",
     "struct_format",
 ]
 
@@ -70,7 +74,7 @@ MAX_FRAME_PAYLOAD: Final = 0xFFFFFFFF
 #: Payloads up to this size are written in one C{write} together with their
 #: header (one small copy, one syscall); larger ones as two buffers so the
 #: payload is never copied to prepend 4 bytes.
-_JOIN_LIMIT: Final = 16 * 1024
+JOIN_LIMIT: Final = 16 * 1024
 
 #: While a payload over L{LARGE_READ_SIZE} is arriving, a TCP or UNIX
 #: transport reads up to this many bytes at a time instead of Twisted's
@@ -84,7 +88,11 @@ LARGE_READ_SIZE: Final = 1024 * 1024
 _STRUCTS: dict[str, struct.Struct] = {}
 
 
-def _struct(fmt: str) -> struct.Struct:
+def header_struct(fmt: str) -> struct.Struct:
+    """
+    The C{struct.Struct} for a header format, shared by every connection
+    that uses it (one per format per process).
+    """
     try:
         return _STRUCTS[fmt]
     except KeyError:
@@ -109,7 +117,7 @@ def frame_header(length: int, byte_order: str = "little") -> bytes:
     """
     Return the 4-byte header announcing a payload of C{length} bytes.
     """
-    return _struct(struct_format(byte_order)).pack(length)
+    return header_struct(struct_format(byte_order)).pack(length)
 
 
 class Frame:
@@ -127,11 +135,11 @@ class Frame:
     __slots__ = ("parts", "payload", "size")
 
     def __init__(self, payload: bytes, structFormat: str = LITTLE_ENDIAN) -> None:
-        header = _struct(structFormat).pack(len(payload))
+        header = header_struct(structFormat).pack(len(payload))
         self.payload = payload
         self.size = len(header) + len(payload)
         self.parts: tuple[bytes, ...] = (
-            (header + payload,) if len(payload) <= _JOIN_LIMIT else (header, payload)
+            (header + payload,) if len(payload) <= JOIN_LIMIT else (header, payload)
         )
 
     def __repr__(self) -> str:
@@ -190,6 +198,8 @@ class FrameReceiver(Protocol):
     _stash: list[bytes] | None = None
     # Set once the stream can no longer be framed (an oversized header).
     _discarding: bool = False
+    # The transport's read size before a large payload raised it.
+    _savedReadSize: int | None = None
 
     def makeConnection(self, transport: Any) -> None:
         """
@@ -229,7 +239,7 @@ class FrameReceiver(Protocol):
         self._log.warn(
             "closing connection from {peer}: a message header announced "
             "{length} bytes, over the maximum message size of {limit}",
-            peer=_peer(self),
+            peer=describe_peer(self.transport),
             length=length,
             limit=self.MAX_LENGTH,
         )
@@ -257,7 +267,7 @@ class FrameReceiver(Protocol):
             self._stash.append(data)
             return
 
-        hdr = _struct(self.structFormat)
+        hdr = header_struct(self.structFormat)
         plen = hdr.size
         limit = self.MAX_LENGTH
         size = len(data)
@@ -350,8 +360,10 @@ class FrameReceiver(Protocol):
         UNIX sockets; not TLS, which decrypts in its own record sizes).
         """
         transport = self.transport
-        if isinstance(getattr(transport, "bufferSize", None), int):
-            transport.bufferSize = max(transport.bufferSize, LARGE_READ_SIZE)
+        current = getattr(transport, "bufferSize", 0)
+        saved = set_read_size(transport, max(current, LARGE_READ_SIZE))
+        if saved is not None:
+            self._savedReadSize = saved
             self._largeRead = True
 
     def _endLargeRead(self) -> None:
@@ -359,8 +371,9 @@ class FrameReceiver(Protocol):
         Go back to the transport's own read size.
         """
         self._largeRead = False
-        # The instance attribute set by _startLargeRead shadows the class's.
-        self.transport.__dict__.pop("bufferSize", None)
+        if self._savedReadSize is not None:
+            set_read_size(self.transport, self._savedReadSize)
+            self._savedReadSize = None
 
     def _discardRest(self, length: int) -> None:
         """
@@ -427,8 +440,8 @@ class FrameReceiver(Protocol):
         """
         length = len(string)
         check_size(length, self.MAX_LENGTH)
-        header = _struct(self.structFormat).pack(length)
-        if length <= _JOIN_LIMIT:
+        header = header_struct(self.structFormat).pack(length)
+        if length <= JOIN_LIMIT:
             self.transport.write(header + string)
         else:
             self.transport.writeSequence((header, string))
@@ -445,11 +458,32 @@ class FrameReceiver(Protocol):
             self.transport.writeSequence(parts)
 
 
-def _peer(proto: Protocol) -> str:
+def set_read_size(transport: Any, size: int) -> int | None:
     """
-    A printable peer address for log events.
+    Make C{transport} read up to C{size} bytes per read; return the read
+    size it had, to restore later with this function, or L{None} (and
+    nothing is changed) where the transport has no read size to set.
+
+    Twisted has no method for this. Its socket transports
+    (C{twisted.internet.abstract.FileDescriptor}: TCP and UNIX) read
+    C{bufferSize} bytes per C{doRead} and look the attribute up on every
+    read, so setting it on the instance takes effect at the next read
+    (C{tests/test_framing.py::test_set_read_size_changes_what_twisted_reads}
+    pins that). TLS transports decrypt in their own record sizes and have
+    no C{bufferSize}: left alone. (Twisted also uses C{bufferSize} as the
+    write-buffer size over which it pauses a producer.)
     """
-    transport = proto.transport
+    current = getattr(transport, "bufferSize", None)
+    if not isinstance(current, int) or isinstance(current, bool):
+        return None
+    transport.bufferSize = size
+    return current
+
+
+def describe_peer(transport: Any) -> str:
+    """
+    A printable peer address for log events: C{host:port}, a UNIX path.
+    """
     if transport is None:
         return "<not connected>"
     try:
