@@ -1,8 +1,8 @@
 """
 Test twcomms code without sockets: an in-memory network with a fake clock.
 
-    from twcomms.server.factory import CommsServerFactory
-    from twcomms.client.factory import CommsClientFactory
+    from twcomms.server import CommsServerFactory
+    from twcomms.client import CommsClientFactory
     from twcomms.testing import MemoryNetwork
 
     def test_echo():

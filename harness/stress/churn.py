@@ -272,16 +272,21 @@ def churn_threaded(scale: Scale, workers: int = 4) -> Result:
             run(0, warmup)
             wait_until(settled, 10, "the server forgetting warm-up clients")
             memory.rebase()
-            fds0, threads0 = fd_count(), threading.active_count()
+            fds0, threads0 = fd_count(), _threads_besides_callbacks()
             run(warmup, cycles)
             wait_until(settled, 10, "the server forgetting its clients")
             growth, peak = memory.growth, memory.peak
-            fds1, threads1 = fd_count(), threading.active_count()
+            fds1, threads1 = fd_count(), _threads_besides_callbacks()
     finally:
         server.stop(timeout=10)
     result.check(not failures, f"{len(failures)} failed cycles: {failures[:3]}")
     result.check(fds1 <= fds0, f"file descriptors {fds0} -> {fds1}")
-    result.check(threads1 <= threads0 + workers, f"threads {threads0} -> {threads1}")
+    # Callback threads come and go with demand (a pool that grows while
+    # more connections have callbacks to run than it has idle threads, and
+    # whose threads end when idle); how many exist at one instant depends
+    # on the machine's load. They are checked below: all end once nothing
+    # is open. Every other thread must not grow at all.
+    result.check(threads1 <= threads0, f"threads {threads0} -> {threads1}")
     result.check(
         growth <= growth_bound,
         f"traced memory grew {growth / KiB:.0f} KiB over {cycles - warmup} cycles",
@@ -309,3 +314,12 @@ def churn_threaded(scale: Scale, workers: int = 4) -> Result:
     )
     result.seconds = time.monotonic() - started
     return result
+
+
+def _threads_besides_callbacks() -> int:
+    """
+    Live threads other than the threaded API's callback pool.
+    """
+    return sum(
+        1 for t in threading.enumerate() if not t.name.startswith("twcomms-callbacks")
+    )

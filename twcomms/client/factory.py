@@ -2,7 +2,7 @@
 The Twisted API, client side: a reconnecting client factory.
 
     from twisted.internet import reactor
-    from twcomms.client.factory import CommsClientFactory
+    from twcomms.client import CommsClientFactory
 
     def on_message(client, message):
         print("got", message)
@@ -27,6 +27,10 @@ L{CommsClientFactory.forEndpoint} instead (see
 C{examples/twisted_client_service.py}).
 
 Thread: the reactor thread only. Nothing here blocks or starts a thread.
+
+(Over 500 lines: one class, C{ReconnectingClientFactory}'s overrides with
+the connection state and Deferreds they share; its receiver and endpoint
+factory are in L{twcomms.client.receiver}, TLS in L{twcomms.client.tls}.)
 """
 
 from __future__ import annotations
@@ -37,10 +41,11 @@ from typing import Any
 
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import IConnector, IDelayedCall
-from twisted.internet.protocol import Factory, ReconnectingClientFactory
+from twisted.internet.protocol import ReconnectingClientFactory
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from twcomms.client.receiver import ClientConnection, EndpointFactory
 from twcomms.client.tls import client_tls_options
 from twcomms.connection import CloseReason, CommsProtocol
 from twcomms.connection.events import call_each, callback_list
@@ -64,37 +69,6 @@ ClientCallback = Callable[["CommsClientFactory"], object]
 ClientCloseCallback = Callable[["CommsClientFactory", CloseReason], object]
 ClientMessageCallback = Callable[["CommsClientFactory", Any], object]
 ClientDecodeErrorCallback = Callable[["CommsClientFactory", DecodeError], object]
-
-
-class _ClientConnection:
-    """
-    The L{MessageReceiver} of one client connection: passes what happens on
-    it to the factory.
-    """
-
-    __slots__ = ("factory", "protocol")
-
-    def __init__(self, factory: CommsClientFactory) -> None:
-        self.factory = factory
-        self.protocol: CommsProtocol | None = None
-
-    def startReceivingMessages(self, sender: CommsProtocol) -> None:
-        self.protocol = sender
-        self.factory._connected(sender)
-
-    def messageReceived(self, message: Any) -> None:
-        factory = self.factory
-        for f in factory.on_message:
-            try:
-                f(factory, message)
-            except Exception:
-                _log.failure("on_message callback {callback!r} raised", callback=f)
-
-    def messageDecodeFailed(self, error: DecodeError) -> None:
-        call_each(self.factory.on_decode_error, "on_decode_error", self.factory, error)
-
-    def stopReceivingMessages(self, reason: CloseReason, failure: Failure) -> None:
-        self.factory._disconnected(self.protocol, reason, failure)
 
 
 #: Seconds a connection must stay up before the reconnect delay and the
@@ -309,7 +283,7 @@ class CommsClientFactory(ReconnectingClientFactory):
         self.continueTrying = 1 if self.autoReconnect else 0
 
     def buildProtocol(self, addr: Any) -> CommsProtocol:
-        receiver = _ClientConnection(self)
+        receiver = ClientConnection(self)
         proto = CommsProtocol(
             receiver, options=self.options.connection, clock=self.reactor
         )
@@ -318,14 +292,14 @@ class CommsClientFactory(ReconnectingClientFactory):
         proto.factory = self
         return proto
 
-    def forEndpoint(self) -> _EndpointFactory:
+    def forEndpoint(self) -> EndpointFactory:
         """
         A protocol factory for Twisted's C{ClientService} (or any endpoint's
         C{connect}) that builds this client's protocol, with the same
         callbacks, without this factory's own reconnection (the service does
         that).
         """
-        return _EndpointFactory(self)
+        return EndpointFactory(self)
 
     # -- Deferreds --------------------------------------------------------
 
@@ -498,7 +472,10 @@ class CommsClientFactory(ReconnectingClientFactory):
 
     # -- events from the connection -------------------------------------
 
-    def _connected(self, proto: CommsProtocol) -> None:
+    def connectionStarted(self, proto: CommsProtocol) -> None:
+        """
+        C{proto} is connected (called by its receiver).
+        """
         if self._stopped:
             # Stopped while this attempt was completing: do not keep it.
             proto.close(CloseReason.CLOSED)
@@ -514,9 +491,13 @@ class CommsClientFactory(ReconnectingClientFactory):
         for d in waiters:
             d.callback(proto)
 
-    def _disconnected(
+    def connectionEnded(
         self, proto: CommsProtocol | None, reason: CloseReason, failure: Failure
     ) -> None:
+        """
+        C{proto} is lost, or failed before it was connected (called by its
+        receiver).
+        """
         self._protocols.discard(proto)
         if proto is not None and proto is not self.connection and self._stopped:
             # An attempt that completed (or was in its handshake) after
@@ -566,16 +547,3 @@ class CommsClientFactory(ReconnectingClientFactory):
         if isinstance(self.address, tuple):
             return f"{self.address[0]}:{self.address[1]}"
         return str(self.address)
-
-
-class _EndpointFactory(Factory):
-    """
-    Builds a L{CommsClientFactory}'s protocols for an endpoint or
-    C{ClientService}; reconnection is the service's business.
-    """
-
-    def __init__(self, client: CommsClientFactory) -> None:
-        self.client = client
-
-    def buildProtocol(self, addr: Any) -> CommsProtocol:
-        return self.client.buildProtocol(addr)

@@ -141,6 +141,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
     if args_list[:1] == ["serve"]:
         return _serve(args_list[1:])
+    args = parse_command(args_list)
+    if args.command == "send":
+        return _run(_send, args)
+    return _run(_listen, args)
+
+
+def parse_command(args_list: list[str]) -> argparse.Namespace:
+    """
+    Parse a C{send} or C{listen} command line (C{args.options} is its
+    L{ConnectionOptions}). Exits with status 2 and a message on a bad one,
+    as argparse does.
+    """
     parser, commands = _parser()
     sub = commands.get(args_list[0]) if args_list else None
     if sub is not None:
@@ -173,8 +185,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 )
             except CommsError as e:
                 sub.error(str(e))
-        return _run(_send, args)
-    return _run(_listen, args)
+    return args
 
 
 # -- serve ---------------------------------------------------------------------

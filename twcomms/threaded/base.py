@@ -20,7 +20,19 @@ from twcomms.threaded.dispatch import SerialQueue, WorkerPool, default_pool
 from twcomms.threaded.eventloop import EventLoop, get_event_loop
 from twcomms.wire.framing import check_size
 
-__all__ = ["Endpoint"]
+__all__ = ["Endpoint", "given_options"]
+
+
+def given_options(keywords: dict[str, Any], **positional: Any) -> None:
+    """
+    Add the original's positional options that were given (not L{None})
+    to C{keywords}, so an C{options=} object is not overridden by the
+    positional defaults.
+    """
+    for name, value in positional.items():
+        if value is not None:
+            keywords[name] = value
+
 
 _log = Logger()
 

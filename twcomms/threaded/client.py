@@ -31,7 +31,7 @@ from twcomms.options import (
     Options,
     ReconnectOptions,
 )
-from twcomms.threaded.base import Endpoint
+from twcomms.threaded.base import Endpoint, given_options
 from twcomms.threaded.callbacks import Inbox
 from twcomms.threaded.dispatch import Outbox, SerialQueue, WorkerPool
 from twcomms.threaded.eventloop import EventLoop
@@ -62,10 +62,10 @@ class Client(Endpoint):
         port: int,
         controlledByServer: bool = False,
         connection: socket.socket | None = None,
-        messageDataType: str = "json",
-        byteOrder: str = "little",
+        messageDataType: str | None = None,
+        byteOrder: str | None = None,
         sendMostRecent: bool = False,
-        autoReconnect: bool = False,
+        autoReconnect: bool | None = None,
         *,
         tls: bool = False,
         trust_root: Any = None,
@@ -85,11 +85,13 @@ class Client(Endpoint):
         @param connection: an already-connected socket to adopt (the
             original used this inside its server).
         @param messageDataType: C{"json"} (default), C{"string"} or
-            C{"binary"}.
-        @param byteOrder: C{"little"} (default) or C{"big"}.
+            C{"binary"}; L{None}: as C{options} says.
+        @param byteOrder: C{"little"} (default) or C{"big"}; L{None}: as
+            C{options} says.
         @param sendMostRecent: accepted for compatibility; no effect.
         @param autoReconnect: reconnect (with back-off) whenever the
-            connection fails or is lost, until L{close}. With it, messages
+            connection fails or is lost, until L{close} (off by default;
+            L{None}: as C{options} says). With it, messages
             sent while disconnected wait (in order, bounded by
             C{offline_max_count}/C{offline_max_bytes}) and go out once after
             reconnecting.
@@ -112,7 +114,14 @@ class Client(Endpoint):
             raise ValueError(
                 "controlledByServer=True needs connection=<a connected socket>"
             )
-        keywords.update(
+        if isinstance(connection, ConnectionOptions):
+            raise TypeError(
+                "Client's connection= is the original's already-connected "
+                "socket; pass connection options as options=Options(connection=...) "
+                "or as keywords"
+            )
+        given_options(
+            keywords,
             messageDataType=messageDataType,
             byteOrder=byteOrder,
             autoReconnect=autoReconnect,
@@ -129,7 +138,7 @@ class Client(Endpoint):
         self.address = address
         self.port = port
         self.sendMostRecent = sendMostRecent
-        self.autoReconnect = autoReconnect
+        self.autoReconnect = self.options.reconnect.autoReconnect
         self._connection = connection
         self._tls = tls
         self._trust_root = trust_root

@@ -19,7 +19,7 @@ from twcomms.connection import CloseReason, PauseReason
 from twcomms.errors import ClientGoneError, ConnectionClosedError
 from twcomms.options import ConnectionOptions, FlowControl, Options, ServerOptions
 from twcomms.server import ClientHandle, CommsServerFactory
-from twcomms.threaded.base import Endpoint
+from twcomms.threaded.base import Endpoint, given_options
 from twcomms.threaded.callbacks import Inbox
 from twcomms.threaded.dispatch import Outbox, SerialQueue, WorkerPool
 from twcomms.threaded.eventloop import EventLoop
@@ -137,8 +137,8 @@ class Server(Endpoint):
         self,
         address: str,
         port: int,
-        messageDataType: str = "json",
-        byteOrder: str = "little",
+        messageDataType: str | None = None,
+        byteOrder: str | None = None,
         sendMostRecent: bool = True,
         *,
         listen: str | None = None,
@@ -154,9 +154,9 @@ class Server(Endpoint):
         @param port: the TCP port; 0 picks a free one.
         @param messageDataType: C{"json"} (default), C{"string"} or
             C{"binary"}: how received messages are decoded (see
-            C{docs/protocol.md}).
+            C{docs/protocol.md}). L{None}: as C{options} says (C{"json"}).
         @param byteOrder: C{"little"} (default) or C{"big"}; both ends must
-            agree.
+            agree. L{None}: as C{options} says (C{"little"}).
         @param sendMostRecent: accepted for compatibility; it has no effect
             (it had none in the original).
         @param listen: a Twisted endpoint description to listen on instead
@@ -173,7 +173,7 @@ class Server(Endpoint):
         @param keep_process_alive: while started, keep the process alive
             after the main script ends (the original's behaviour; default).
         """
-        keywords.update(messageDataType=messageDataType, byteOrder=byteOrder)
+        given_options(keywords, messageDataType=messageDataType, byteOrder=byteOrder)
         super().__init__(
             "Server", SECTIONS, options, keywords, event_loop, pool, keep_process_alive
         )

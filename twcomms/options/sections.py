@@ -1,38 +1,32 @@
 """
-Every option of twcomms, declared once.
-
-An option is a field of one of four sections, each a frozen dataclass:
-
-  - L{ConnectionOptions}: every connection, either side (codec, byte order,
-    sizes, timeouts, the outbound limit);
-  - L{ServerOptions}: a server's (how many clients);
-  - L{ReconnectOptions}: a client's reconnection (back-off, retries);
-  - L{FlowControl}: the threaded API's send and receive windows.
-
-L{Options} holds one of each: the one options object. A field carries its
-documentation and how it is read from command-line text, and the front
-doors are built from these declarations: the Twisted factories and the
-threaded C{Server}/C{Client} take any field as a keyword (L{Options.build}),
-C{twistd comms} and C{twcomms serve} get a flag per field
-(L{twistd_parameters}), C{twcomms send/listen} likewise
-(L{add_arguments}). A new option is one field here, plus its tests
-(C{tests/test_options.py} checks every door takes every field).
-
-Values are validated once, when a section is made; a bad one raises
-C{ValueError} or C{TypeError} naming the option.
+The option sections, each a frozen dataclass validated once when made,
+and L{Options}, which holds one of each.
 
 Thread: plain values; any thread.
 """
 
 from __future__ import annotations
 
-import argparse
 import difflib
 import enum
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field, fields, replace
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar
 
+from twcomms.options.spec import (
+    check_int,
+    check_number,
+    check_timeout,
+    option,
+    option_fields,
+    read_choice,
+    read_flag,
+    read_seconds,
+    read_timeout,
+    read_whole,
+    read_whole_or_none,
+    set_field,
+)
 from twcomms.wire.codecs import DATA_TYPES, Codec, get_codec
 from twcomms.wire.framing import (
     DEFAULT_MAX_MESSAGE_SIZE,
@@ -43,18 +37,15 @@ from twcomms.wire.framing import (
 __all__ = [
     "DEFAULT_HANDSHAKE_TIMEOUT",
     "DEFAULT_OUTBOUND_HEADROOM",
+    "SECTIONS",
     "ConnectionOptions",
     "FlowControl",
     "Options",
     "ReconnectOptions",
     "ServerOptions",
     "SlowConsumerPolicy",
-    "add_arguments",
-    "from_arguments",
-    "option_fields",
-    "options_table",
-    "twistd_parameters",
 ]
+
 
 _MiB = 1024 * 1024
 
@@ -84,164 +75,6 @@ class SlowConsumerPolicy(str, enum.Enum):
         return self.value
 
 
-# -- reading option values from text -------------------------------------------
-
-
-def _whole(text: str) -> int:
-    try:
-        n = int(text)
-    except ValueError:
-        raise ValueError(f"takes a whole number, not {text!r}") from None
-    if n < 0:
-        raise ValueError(f"must be >= 0, not {n}")
-    return n
-
-
-def _whole_or_none(text: str) -> int | None:
-    return None if text.lower() == "none" else _whole(text)
-
-
-def _seconds(text: str) -> float:
-    try:
-        f = float(text)
-    except ValueError:
-        raise ValueError(f"takes seconds, not {text!r}") from None
-    if not f >= 0:
-        raise ValueError(f"must be >= 0 seconds, not {text}")
-    return f
-
-
-def _timeout(text: str) -> float | None:
-    # 0 (or "none") turns a timeout off, as operators expect of a flag.
-    if text.lower() in ("none", "off"):
-        return None
-    return _seconds(text) or None
-
-
-def _choice(*values: str) -> Callable[[str], str]:
-    def parse(text: str) -> str:
-        if text not in values:
-            raise ValueError(f"must be one of {', '.join(values)}, not {text!r}")
-        return text
-
-    parse.choices = values  # type: ignore[attr-defined]
-    return parse
-
-
-def _flag(text: str) -> bool:
-    if text.lower() in ("1", "true", "yes", "on"):
-        return True
-    if text.lower() in ("0", "false", "no", "off"):
-        return False
-    raise ValueError(f"takes yes or no, not {text!r}")
-
-
-@dataclass(frozen=True)
-class OptionSpec:
-    """
-    What a field declares besides its type and default.
-
-    @ivar doc: one line of documentation (help text, docstrings).
-    @ivar parse: reads the value from command-line text; raises
-        C{ValueError} with a message to show after the flag's name.
-    @ivar flag: the long command-line flag.
-    @ivar short: a one-letter flag, or L{None}.
-    @ivar metavar: the value's name in help text.
-    """
-
-    doc: str
-    parse: Callable[[str], Any]
-    flag: str
-    short: str | None
-    metavar: str
-
-    @property
-    def choices(self) -> tuple[str, ...] | None:
-        return getattr(self.parse, "choices", None)
-
-
-def option(
-    default: Any,
-    doc: str,
-    parse: Callable[[str], Any],
-    *,
-    flag: str | None = None,
-    short: str | None = None,
-    metavar: str = "VALUE",
-) -> Any:
-    """
-    Declare a field as an option (its flag defaults to C{--field-name}).
-    """
-    return field(
-        default=default,
-        metadata={
-            "option": {
-                "doc": doc,
-                "parse": parse,
-                "flag": flag,
-                "short": short,
-                "metavar": metavar,
-            }
-        },
-    )
-
-
-def option_fields(section: type) -> Iterator[tuple[str, OptionSpec]]:
-    """
-    The options a section declares, as C{(name, spec)}, in order.
-    """
-    for f in fields(section):
-        meta = f.metadata.get("option")
-        if meta is None:
-            continue
-        flag = meta["flag"] or "--" + f.name.replace("_", "-")
-        yield (
-            f.name,
-            OptionSpec(
-                meta["doc"], meta["parse"], flag, meta["short"], meta["metavar"]
-            ),
-        )
-
-
-# -- checks ---------------------------------------------------------------------
-
-
-def _check_timeout(name: str, value: float | None) -> float | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a number of seconds or None")
-    if not value > 0:
-        raise ValueError(f"{name} must be positive (seconds), or None; not {value}")
-    return float(value)
-
-
-def _check_int(name: str, value: Any, minimum: int, *, none: bool = False) -> None:
-    if value is None and none:
-        return
-    if isinstance(value, bool) or not isinstance(value, int):
-        kind = "an int or None" if none else "an int"
-        raise TypeError(f"{name} must be {kind}, not {type(value).__name__}")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, not {value}")
-
-
-def _check_number(name: str, value: Any, minimum: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a number, not {type(value).__name__}")
-    if not value >= minimum:
-        raise ValueError(f"{name} must be >= {minimum}, not {value}")
-    return float(value)
-
-
-def _set(obj: object, name: str, value: Any) -> None:
-    # Normalising a frozen dataclass's own field in __post_init__.
-    object.__setattr__(obj, name, value)
-
-
-# -- the sections ---------------------------------------------------------------
-
-
 @dataclass(frozen=True)
 class ConnectionOptions:
     """
@@ -255,7 +88,7 @@ class ConnectionOptions:
         "json",
         "Message data type: how received messages are decoded (json, string, "
         "binary; the Twisted API also takes a Codec).",
-        _choice(*DATA_TYPES),
+        read_choice(*DATA_TYPES),
         flag="--type",
         short="t",
         metavar="TYPE",
@@ -263,7 +96,7 @@ class ConnectionOptions:
     byteOrder: str = option(
         "little",
         "Byte order of the 4-byte length header: little or big (both ends must agree).",
-        _choice("little", "big"),
+        read_choice("little", "big"),
         flag="--byte-order",
         metavar="ORDER",
     )
@@ -271,7 +104,7 @@ class ConnectionOptions:
         DEFAULT_MAX_MESSAGE_SIZE,
         "Largest message accepted or sent, in bytes (64 MiB); a peer that "
         "announces more is closed (reason oversize).",
-        _whole,
+        read_whole,
         metavar="BYTES",
     )
     idle_timeout: float | None = option(
@@ -279,7 +112,7 @@ class ConnectionOptions:
         "Close a connection whose peer sends nothing for this many seconds "
         "(reason idle timeout); not counted while we have paused reading. "
         "None (or 0 on the command line): never.",
-        _timeout,
+        read_timeout,
         metavar="SECONDS",
     )
     handshake_timeout: float | None = option(
@@ -287,7 +120,7 @@ class ConnectionOptions:
         "Over TLS, abort a connection whose handshake has not completed "
         "after this many seconds (reason handshake timeout). None (or 0): "
         "never.",
-        _timeout,
+        read_timeout,
         metavar="SECONDS",
     )
     outbound_limit: int | None = option(
@@ -296,7 +129,7 @@ class ConnectionOptions:
         "transport asks us to pause) before the slow-consumer policy "
         "applies; at least max_message_size + 4. None: max_message_size + "
         "1 MiB.",
-        _whole_or_none,
+        read_whole_or_none,
         metavar="BYTES",
     )
     slow_consumer_policy: SlowConsumerPolicy = option(
@@ -304,14 +137,14 @@ class ConnectionOptions:
         "What happens when the outbound limit would be exceeded: close (the "
         "connection, reason slow consumer) or raise (SlowConsumerError for "
         "each message that does not fit, the connection stays).",
-        _choice(*(p.value for p in SlowConsumerPolicy)),
+        read_choice(*(p.value for p in SlowConsumerPolicy)),
         metavar="POLICY",
     )
 
     codec: Codec = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        _set(self, "codec", get_codec(self.messageDataType))
+        set_field(self, "codec", get_codec(self.messageDataType))
         struct_format(self.byteOrder)  # validates
         size = self.max_message_size
         if isinstance(size, bool) or not isinstance(size, int):
@@ -323,21 +156,23 @@ class ConnectionOptions:
                 f"max_message_size must be between 1 and {MAX_FRAME_PAYLOAD} "
                 f"(what a 4-byte header can announce), not {size}"
             )
-        _set(self, "idle_timeout", _check_timeout("idle_timeout", self.idle_timeout))
-        _set(
+        set_field(
+            self, "idle_timeout", check_timeout("idle_timeout", self.idle_timeout)
+        )
+        set_field(
             self,
             "handshake_timeout",
-            _check_timeout("handshake_timeout", self.handshake_timeout),
+            check_timeout("handshake_timeout", self.handshake_timeout),
         )
         limit = self.outbound_limit
         if limit is not None:
-            _check_int("outbound_limit", limit, 0)
+            check_int("outbound_limit", limit, 0)
             if limit < size + 4:
                 raise ValueError(
                     f"outbound_limit ({limit}) must be at least max_message_size "
                     f"+ 4 ({size + 4}): one largest message must fit"
                 )
-        _set(
+        set_field(
             self, "slow_consumer_policy", SlowConsumerPolicy(self.slow_consumer_policy)
         )
 
@@ -370,12 +205,12 @@ class ServerOptions:
         None,
         "Close connections beyond this many clients at once (reason max "
         "clients). None: no limit.",
-        _whole_or_none,
+        read_whole_or_none,
         metavar="N",
     )
 
     def __post_init__(self) -> None:
-        _check_int("max_clients", self.max_clients, 0, none=True)
+        check_int("max_clients", self.max_clients, 0, none=True)
 
 
 @dataclass(frozen=True)
@@ -390,15 +225,15 @@ class ReconnectOptions:
         False,
         "Reconnect after a failed attempt or a lost connection, until "
         "closed. Off by default, as in the original.",
-        _flag,
+        read_flag,
         flag="--auto-reconnect",
         metavar="YES|NO",
     )
     initial_delay: float = option(
-        1.0, "Seconds before the first reconnection attempt.", _seconds
+        1.0, "Seconds before the first reconnection attempt.", read_seconds
     )
     max_delay: float = option(
-        30.0, "The longest delay between attempts, seconds.", _seconds
+        30.0, "The longest delay between attempts, seconds.", read_seconds
     )
     factor: float = option(
         2.0, "Each delay is the previous one times this (>= 1).", float
@@ -414,25 +249,25 @@ class ReconnectOptions:
         None,
         "Give up after this many consecutive failed attempts (a connection "
         "that closes within a second counts as one). None: never.",
-        _whole_or_none,
+        read_whole_or_none,
         metavar="N",
     )
 
     def __post_init__(self) -> None:
         if not isinstance(self.autoReconnect, bool):
             raise TypeError("autoReconnect must be True or False")
-        initial = _check_number("initial_delay", self.initial_delay, 0)
-        maximum = _check_number("max_delay", self.max_delay, 0)
+        initial = check_number("initial_delay", self.initial_delay, 0)
+        maximum = check_number("max_delay", self.max_delay, 0)
         if initial > maximum:
             raise ValueError(
                 "need 0 <= initial_delay <= max_delay, got "
                 f"initial_delay={initial}, max_delay={maximum}"
             )
-        _set(self, "initial_delay", initial)
-        _set(self, "max_delay", maximum)
-        _set(self, "factor", _check_number("factor", self.factor, 1))
-        _set(self, "jitter", _check_number("jitter", self.jitter, 0))
-        _check_int("max_retries", self.max_retries, 0, none=True)
+        set_field(self, "initial_delay", initial)
+        set_field(self, "max_delay", maximum)
+        set_field(self, "factor", check_number("factor", self.factor, 1))
+        set_field(self, "jitter", check_number("jitter", self.jitter, 0))
+        check_int("max_retries", self.max_retries, 0, none=True)
 
 
 @dataclass(frozen=True)
@@ -448,17 +283,17 @@ class FlowControl:
         8 * _MiB,
         "Bytes accepted by send() and not yet taken by a peer that keeps up; "
         "above this send() blocks until they drain to send_low_water.",
-        _whole,
+        read_whole,
         metavar="BYTES",
     )
     send_low_water: int = option(
-        2 * _MiB, "See send_high_water.", _whole, metavar="BYTES"
+        2 * _MiB, "See send_high_water.", read_whole, metavar="BYTES"
     )
     send_timeout: float | None = option(
         30.0,
         "Seconds a blocked send() waits before raising SendTimeoutError. "
         "None: forever.",
-        _timeout,
+        read_timeout,
         metavar="SECONDS",
     )
     receive_high_count: int = option(
@@ -466,24 +301,24 @@ class FlowControl:
         "Messages received and not yet handled by the callbacks; above this "
         "(or receive_high_bytes) reading from that connection pauses until a "
         "quarter is left. Nothing is dropped.",
-        _whole,
+        read_whole,
         metavar="N",
     )
     receive_high_bytes: int = option(
         16 * _MiB,
         "The same, in payload bytes.",
-        _whole,
+        read_whole,
         metavar="BYTES",
     )
     offline_max_count: int = option(
         10_000,
         "With autoReconnect: messages that may wait for the next connection; "
         "when full, send() raises QueueFullError.",
-        _whole,
+        read_whole,
         metavar="N",
     )
     offline_max_bytes: int = option(
-        16 * _MiB, "The same, in payload bytes.", _whole, metavar="BYTES"
+        16 * _MiB, "The same, in payload bytes.", read_whole, metavar="BYTES"
     )
 
     def __post_init__(self) -> None:
@@ -495,16 +330,18 @@ class FlowControl:
             "offline_max_count",
             "offline_max_bytes",
         ):
-            _check_int(name, getattr(self, name), 0)
+            check_int(name, getattr(self, name), 0)
         if self.send_low_water > self.send_high_water:
             raise ValueError(
                 f"need send_low_water ({self.send_low_water}) <= send_high_water "
                 f"({self.send_high_water})"
             )
-        _set(self, "send_timeout", _check_timeout("send_timeout", self.send_timeout))
+        set_field(
+            self, "send_timeout", check_timeout("send_timeout", self.send_timeout)
+        )
 
 
-_SECTIONS: tuple[type, ...] = (
+SECTIONS: tuple[type, ...] = (
     ConnectionOptions,
     ServerOptions,
     ReconnectOptions,
@@ -537,7 +374,7 @@ class Options:
         options: Options | None = None,
         *,
         door: str = "Options",
-        sections: Iterable[type] = _SECTIONS,
+        sections: Iterable[type] = SECTIONS,
         **keywords: Any,
     ) -> Options:
         """
@@ -596,124 +433,9 @@ def _unknown(door: str, key: str, allowed: tuple[type, ...]) -> str:
     close = difflib.get_close_matches(key, names, n=1)
     if close:
         message += f"; did you mean {close[0]!r}?"
-    elsewhere = _owner(key, _SECTIONS)
+    elsewhere = _owner(key, SECTIONS)
     if elsewhere is not None:
         message += (
             f" ({key} is a {elsewhere.__name__} option, which {door} does not use)"
         )
     return message
-
-
-# -- command lines ----------------------------------------------------------------
-
-
-def _default_text(value: Any) -> str:
-    if isinstance(value, enum.Enum):
-        return str(value.value)
-    return str(value)
-
-
-def twistd_parameters(sections: Iterable[type]) -> list[list[Any]]:
-    """
-    C{usage.Options.optParameters} rows for every option of C{sections}:
-    C{[name, short, default, doc]}. The default is the field's Python
-    value; a value given on the command line stays text until
-    L{from_arguments} parses it (so a bad one is reported in our words,
-    naming the flag).
-    """
-    rows: list[list[Any]] = []
-    for section in sections:
-        defaults = section()
-        for name, spec in option_fields(section):
-            rows.append([spec.flag[2:], spec.short, getattr(defaults, name), spec.doc])
-    return rows
-
-
-def add_arguments(parser: argparse.ArgumentParser, sections: Iterable[type]) -> None:
-    """
-    Add a flag to C{parser} for every option of C{sections} (defaults:
-    L{None}, meaning the field's default; see L{from_arguments}).
-    """
-    for section in sections:
-        defaults = section()
-        group = parser.add_argument_group(f"{section.section} options")  # type: ignore[attr-defined]
-        for name, spec in option_fields(section):
-            flags = [spec.flag] + ([f"-{spec.short}"] if spec.short else [])
-            group.add_argument(
-                *flags,
-                dest=f"option_{name}",
-                type=_argparse_type(spec),
-                default=None,
-                metavar=spec.metavar,
-                help=f"{spec.doc} Default: {_default_text(getattr(defaults, name))}.",
-            )
-
-
-def _argparse_type(spec: OptionSpec) -> Callable[[str], Any]:
-    def parse(text: str) -> Any:
-        try:
-            return spec.parse(text)
-        except ValueError as e:
-            raise argparse.ArgumentTypeError(str(e)) from None
-
-    parse.__name__ = spec.flag  # argparse names it in "invalid ... value"
-    return parse
-
-
-def from_arguments(
-    values: dict[str, Any] | argparse.Namespace, sections: Iterable[type]
-) -> dict[str, Any]:
-    """
-    The option keywords given on a command line: from an argparse namespace
-    filled by L{add_arguments}, or from a C{usage.Options} mapping filled
-    through L{twistd_parameters} (keyed by flag name; given values are
-    parsed here).
-
-    @raise ValueError: a value that does not parse, the message naming its
-        flag (C{--type must be one of json, string, binary, not 'xml'}).
-    """
-    out: dict[str, Any] = {}
-    for section in sections:
-        defaults = section()
-        for name, spec in option_fields(section):
-            if isinstance(values, argparse.Namespace):
-                value = getattr(values, f"option_{name}", None)
-                if value is not None:
-                    out[name] = value
-                continue
-            value = values[spec.flag[2:]]
-            if value is not getattr(defaults, name):
-                try:
-                    value = spec.parse(value)
-                except ValueError as e:
-                    raise ValueError(f"{spec.flag} {e}") from None
-            out[name] = value
-    return out
-
-
-def options_table() -> str:
-    """
-    Every option as Markdown tables, one per section (C{docs/options.md}
-    is this text; a test keeps the two the same).
-    """
-    lines = [
-        "# Options",
-        "",
-        "Generated from `twcomms/options.py` (`python -m twcomms.options`).",
-        "",
-    ]
-    for section in _SECTIONS:
-        lines.append(f"## {section.__name__} (`{section.section}`)")  # type: ignore[attr-defined]
-        lines.append("")
-        lines.append("| option | default | flag | what it does |")
-        lines.append("|---|---|---|---|")
-        defaults = section()
-        for name, spec in option_fields(section):
-            default = _default_text(getattr(defaults, name))
-            lines.append(f"| `{name}` | {default} | `{spec.flag}` | {spec.doc} |")
-        lines.append("")
-    return "\n".join(lines)
-
-
-if __name__ == "__main__":  # pragma: no cover
-    print(options_table(), end="")
