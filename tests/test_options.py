@@ -219,7 +219,7 @@ def test_send_and_listen_have_no_flag_for_options_they_do_not_use(
 
 
 def test_unknown_keyword_suggests_the_closest_option() -> None:
-    with pytest.raises(TypeError, match="'idle_timout'.*did you mean 'idle_timeout'"):
+    with pytest.raises(TypeError, match=r"'idle_timout'.*did you mean 'idle_timeout'"):
         CommsServerFactory(idle_timout=5)
     with pytest.raises(TypeError, match="ReconnectOptions option"):
         Server("127.0.0.1", 0, max_retries=3)
