@@ -187,3 +187,60 @@ def test_a_failing_exit_hook_does_not_stop_the_others() -> None:
         loop.register(o)
     loop.close_all()
     assert closed == ["fine"]
+
+
+# -- the two private Python/Twisted hooks twcomms relies on, pinned --------------
+
+
+def _run_fresh(code: str) -> str:
+    """
+    Run C{code} in a fresh interpreter; its standard output.
+    """
+    import subprocess
+    import sys
+    import textwrap
+
+    done = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    return done.stdout
+
+
+def test_twisted_logging_begun_follows_begin_logging_to() -> None:
+    out = _run_fresh(
+        """
+        from twisted.logger import globalLogBeginner
+        from twcomms.threaded.eventloop import twisted_logging_begun
+        print(twisted_logging_begun())
+        globalLogBeginner.beginLoggingTo([lambda e: None], redirectStandardIO=False)
+        print(twisted_logging_begun())
+        """
+    )
+    assert out.split() == ["False", "True"]
+
+
+def test_hook_runs_before_non_daemon_threads_are_joined() -> None:
+    # The keep-alive thread is non-daemon: a hook registered this way must
+    # run while it still waits (here it releases it), or the script hangs.
+    out = _run_fresh(
+        """
+        import threading
+        from twcomms.threaded.eventloop import _register_before_thread_join
+
+        released = threading.Event()
+        worker = threading.Thread(target=released.wait, daemon=False)
+        worker.start()
+
+        def hook():
+            print("hook ran; worker alive:", worker.is_alive(), flush=True)
+            released.set()
+
+        _register_before_thread_join(hook)
+        print("script ends", flush=True)
+        """
+    )
+    assert out.splitlines() == ["script ends", "hook ran; worker alive: True"]

@@ -8,6 +8,7 @@ import struct
 import tracemalloc
 
 import pytest
+import pytest_twisted
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.internet.testing import StringTransport
@@ -403,3 +404,76 @@ def test_no_tcp_options_on_unix_sockets() -> None:
     t = TCPStringTransport(hostAddress=UNIXAddress(b"/tmp/x.sock"))
     connected(transport=t)
     assert not t.noDelay and not t.keepAlive
+
+
+@pytest_twisted.ensureDeferred
+async def test_set_read_size_changes_what_twisted_reads() -> None:
+    """
+    What set_read_size relies on (Twisted has no method for it): a TCP
+    transport reads at most C{bufferSize} bytes per read, looking it up
+    on every read, so setting it on the instance takes effect at the next
+    read, and setting the old value back restores it.
+    """
+    from twisted.internet import defer, protocol, reactor
+    from twisted.internet.endpoints import TCP4ClientEndpoint, TCP4ServerEndpoint
+
+    from twcomms.wire.framing import set_read_size
+
+    chunk = 256 * 1024
+    reads: list[int] = []
+    phase_done: list[defer.Deferred[None]] = []
+
+    connected: defer.Deferred[None] = defer.Deferred()
+
+    class Reader(protocol.Protocol):
+        expected = 0
+
+        def connectionMade(self) -> None:
+            connected.callback(None)
+
+        def dataReceived(self, data: bytes) -> None:
+            reads.append(len(data))
+            self.expected -= len(data)
+            if self.expected == 0:
+                phase_done.pop(0).callback(None)
+
+    readers: list[Reader] = []
+
+    def build() -> Reader:
+        r = Reader()
+        readers.append(r)
+        return r
+
+    port = await TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(
+        protocol.Factory.forProtocol(build)
+    )
+    sender = await TCP4ClientEndpoint(
+        reactor, "127.0.0.1", port.getHost().port
+    ).connect(protocol.Factory.forProtocol(protocol.Protocol))
+    try:
+        await connected
+        reader = readers[0]
+        transport = reader.transport
+        default = transport.bufferSize  # type: ignore[union-attr]
+
+        async def phase(size: int) -> list[int]:
+            reads.clear()
+            done: defer.Deferred[None] = defer.Deferred()
+            phase_done.append(done)
+            reader.expected = chunk
+            sender.transport.write(b"x" * chunk)
+            await done
+            return list(reads)
+
+        assert set_read_size(transport, 1000) == default
+        small = await phase(1000)
+        assert max(small) <= 1000 and len(small) >= chunk // 1000
+        assert set_read_size(transport, default) == 1000
+        restored = await phase(default)
+        assert max(restored) > 1000
+        assert set_read_size(object(), 5) is None  # nothing to set: untouched
+    finally:
+        sender.transport.loseConnection()
+        for r in readers:
+            r.transport.loseConnection()  # type: ignore[union-attr]
+        await port.stopListening()

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from twisted.internet.error import ConnectionDone, ConnectionLost
+from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.logger import capturedLogs
 from twisted.python.failure import Failure
@@ -16,7 +17,7 @@ from twisted.python.failure import Failure
 from harness.transport import TCPStringTransport
 from harness.wire import frame as reference_frame
 from harness.wire import parse as reference_parse
-from twcomms.connection import CloseReason, CommsProtocol
+from twcomms.connection import CloseReason, CommsProtocol, PauseReason
 from twcomms.errors import (
     ConnectionClosedError,
     DecodeError,
@@ -280,3 +281,63 @@ def test_large_payload_is_streamed_in_slices_behind_which_others_wait() -> None:
     assert reference_parse(t.value()) == [big, b"after"]
     assert drained == [None]
     assert t.disconnecting  # closed once everything was written
+
+
+# -- reading paused by reason ---------------------------------------------------
+
+
+def test_reading_resumes_only_when_no_reason_holds() -> None:
+    clock = Clock()
+    proto, receiver, t = make(idle_timeout=10, clock=clock)
+    proto.pauseReading(PauseReason.RECEIVE_WINDOW)
+    proto.pauseReading("pacing")
+    proto.pauseReading("pacing")  # twice for one reason is once
+    assert t.producerState == "paused"
+    assert proto.readPausedFor == {"receive window", "pacing"}
+    proto.dataReceived(reference_frame(b'{"n": 1}'))
+    assert receiver.messages == []  # kept while paused
+    clock.advance(60)  # we are not listening: the peer is not idle
+    assert not t.disconnecting
+    proto.resumeReading(PauseReason.RECEIVE_WINDOW)
+    assert t.producerState == "paused"  # "pacing" still holds
+    assert receiver.messages == []
+    proto.resumeReading("never paused for this")  # nothing
+    assert t.producerState == "paused"
+    proto.resumeReading("pacing")
+    assert t.producerState == "producing"
+    assert proto.readPausedFor == frozenset()
+    assert receiver.messages == [{"n": 1}]
+    clock.advance(10)  # the idle timer runs again
+    assert proto.closeReason is CloseReason.IDLE_TIMEOUT
+
+
+def test_pause_producing_is_one_reason_among_others() -> None:
+    proto, receiver, t = make()
+    proto.pauseReading(PauseReason.RECEIVE_WINDOW)
+    proto.pauseProducing()
+    assert proto.readPausedFor == {PauseReason.RECEIVE_WINDOW, PauseReason.PRODUCER}
+    proto.resumeProducing()  # does not undo the receive window's pause
+    assert t.producerState == "paused"
+    proto.resumeReading(PauseReason.RECEIVE_WINDOW)
+    assert t.producerState == "producing"
+
+
+def test_a_callback_pausing_while_kept_data_is_delivered_keeps_the_rest() -> None:
+    class PausingReceiver(RecordingReceiver):
+        def messageReceived(self, message: Any) -> None:
+            super().messageReceived(message)
+            if message == 1:
+                proto.pauseReading("b")
+
+    receiver = PausingReceiver()
+    proto = CommsProtocol(receiver)
+    t = StringTransport()
+    proto.makeConnection(t)
+    proto.pauseReading("a")
+    proto.dataReceived(reference_frame(b"1") + reference_frame(b"2"))
+    proto.dataReceived(reference_frame(b"3"))
+    proto.resumeReading("a")
+    assert receiver.messages == [1]
+    assert proto.readPausedFor == {"b"} and t.producerState == "paused"
+    proto.resumeReading("b")
+    assert receiver.messages == [1, 2, 3]

@@ -16,6 +16,9 @@ its layers, each importing only those below it (C{docs/architecture.md}):
   - L{twcomms.ops}: C{twistd comms} and the C{twcomms} command;
   - L{twcomms.testing}: an in-memory network for tests;
   - L{twcomms.errors}: every exception.
+
+Thread: each package's docstring says which thread calls it: the Twisted
+API only the reactor thread, the threaded API any thread.
 """
 
 from twcomms._version import __version__

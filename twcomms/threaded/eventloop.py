@@ -38,7 +38,7 @@ from zope.interface import implementer
 
 from twcomms.errors import ReactorThreadError
 
-__all__ = ["EventLoop", "ReactorThreadError", "get_event_loop"]
+__all__ = ["EventLoop", "get_event_loop", "twisted_logging_begun"]
 
 T = TypeVar("T")
 
@@ -280,8 +280,15 @@ class EventLoop:
 def _register_before_thread_join(hook: Callable[[], None]) -> None:
     """
     Call C{hook} at interpreter shutdown before non-daemon threads are
-    joined (C{atexit} runs after). Uses C{threading._register_atexit}, the
-    hook C{concurrent.futures} uses; without it, nothing is registered.
+    joined (C{atexit} runs after them, too late: our keep-alive thread is
+    non-daemon).
+
+    Python has no public hook for that moment. C{threading._register_atexit}
+    is the one C{concurrent.futures} uses (CPython 3.9 and later); this is
+    the only place twcomms calls it, and without it nothing is registered
+    (Ctrl-C then needs a second press). C{tests/test_eventloop.py::
+    test_hook_runs_before_non_daemon_threads_are_joined} pins the
+    behaviour, in a fresh interpreter.
     """
     register = getattr(threading, "_register_atexit", None)
     if register is not None:
@@ -342,6 +349,20 @@ class _StdlibBridge:
         logger.log(level, "%s", formatEvent(event), exc_info=exc_info)
 
 
+def twisted_logging_begun() -> bool:
+    """
+    Whether the program has begun Twisted logging (C{beginLoggingTo},
+    twistd, C{startLogging}).
+
+    Twisted has no public way to ask. Until logging begins, its global log
+    beginner buffers events in a temporary observer, and drops it when
+    logging begins: that attribute is what this reads, here and nowhere
+    else (C{tests/test_eventloop.py}, C{test_twisted_logging_begun_follows_
+    begin_logging_to}, pins the behaviour, in a fresh interpreter).
+    """
+    return getattr(globalLogBeginner, "_temporaryObserver", None) is None
+
+
 def _bridge_logging() -> None:
     """
     For threaded users: Twisted's log events go to stdlib C{logging}. Done
@@ -349,7 +370,7 @@ def _bridge_logging() -> None:
     its own keeps it; one that never began logging, like a reactor run by
     pytest-twisted, gets the bridge).
     """
-    if getattr(globalLogBeginner, "_temporaryObserver", None) is None:
+    if twisted_logging_begun():
         return
     globalLogBeginner.beginLoggingTo(
         [_StdlibBridge()], discardBuffer=True, redirectStandardIO=False

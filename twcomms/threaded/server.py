@@ -8,7 +8,7 @@ Thread: every public method may be called from any thread.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from functools import partial
 from threading import get_ident
 from typing import Any
@@ -47,30 +47,45 @@ class ConnectedClient:
     @ivar close_reason: why it closed, once it has (a L{CloseReason}).
     """
 
-    def __init__(self, server: Server, handle: ClientHandle) -> None:
+    def __init__(
+        self,
+        handle: ClientHandle,
+        *,
+        flow: FlowControl,
+        loop: EventLoop,
+        pool: WorkerPool,
+        encode: Callable[[Any], bytes],
+        outbox: Outbox,
+        on_message: Callable[..., None],
+    ) -> None:
+        """
+        Made by a L{Server} (reactor thread) for each client: C{flow}, the
+        C{loop} and the C{pool} are the server's, C{encode} its encoder,
+        C{outbox} carries sends to the reactor, C{on_message(client,
+        message)} fires its message callbacks.
+        """
         self.id = handle.id
         self.address = handle.address
         self.port = handle.port
         self.connected_at = handle.connected_at
         self.close_reason: CloseReason | None = None
-        self._server = server
         self._handle = handle  # reactor thread only
+        self._loop = loop
+        self._encode = encode
+        self._outbox = outbox
         self._closed = False
         self._received_bytes = 0
-        self.events = SerialQueue(server._pool)
-        self._window = SendWindow.for_flow(server._flow)
+        self.events = SerialQueue(pool)
+        self._window = SendWindow.for_flow(flow)
         self._drain = DrainTracker(self._window)
         self._receive = ReceiveWindow(
-            server._flow.receive_high_count,
-            server._flow.receive_high_bytes,
-            server._loop.call_soon,
+            flow.receive_high_count, flow.receive_high_bytes, loop.call_soon
         )
-        fire = server._message_callbacks.fire
         self._inbox = Inbox(
             self.events,
             self._receive,
-            lambda message: fire(self, message),
-            server._loop.reactor.callLater,
+            lambda message: on_message(self, message),
+            loop.reactor.callLater,
         )
 
     def __repr__(self) -> str:
@@ -98,24 +113,23 @@ class ConnectedClient:
         """
         if self._closed:
             raise ClientGoneError(self.id)
-        server = self._server
-        payload = server._encode(message)
+        payload = self._encode(message)
         try:
-            if get_ident() == server._loop.reactor_ident:
+            if get_ident() == self._loop.reactor_ident:
                 # Never wait on the reactor thread: it drains the window.
                 self._window.add(len(payload) + 4)
             else:
                 self._window.acquire(len(payload) + 4, self._describe)
         except ConnectionClosedError:
             raise ClientGoneError(self.id) from None
-        server._outbox.put((self, payload))
+        self._outbox.put((self, payload))
 
     def close(self) -> None:
         """
         Close this client's connection after what was sent to it is
         written. Does not wait.
         """
-        self._server._outbox.put((self, None))
+        self._outbox.put((self, None))
 
     def _describe(self) -> str:
         return f"client {self.id} ({self.address}:{self.port})"
@@ -388,7 +402,15 @@ class Server(Endpoint):
     # -- Twisted-level events (reactor thread) --------------------------------
 
     def _on_connect(self, handle: ClientHandle) -> None:
-        client = ConnectedClient(self, handle)
+        client = ConnectedClient(
+            handle,
+            flow=self._flow,
+            loop=self._loop,
+            pool=self._pool,
+            encode=self._encode,
+            outbox=self._outbox,
+            on_message=self._message_callbacks.fire,
+        )
         proto = handle.protocol
         assert proto is not None
         client._receive.attach(

@@ -3,9 +3,10 @@ The wire layer: bytes to payloads (L{twcomms.wire.framing}: a 4-byte
 unsigned length, then the payload) and payloads to messages
 (L{twcomms.wire.codecs}: json, string, binary).
 
-It knows nothing of connections, servers or threads. Codecs are pure
-functions of their input, safe from any thread; a L{FrameReceiver} is a
-Twisted protocol and runs on the reactor thread.
+It knows nothing of connections, servers or threads.
+
+Thread: codecs are pure functions of their input, safe from any thread; a
+L{FrameReceiver} is a Twisted protocol and runs on the reactor thread.
 """
 
 from twcomms.wire.codecs import (
