@@ -59,9 +59,9 @@ class Endpoint:
         self._loop = event_loop if event_loop is not None else get_event_loop()
         self._pool = pool if pool is not None else default_pool()
         self._keep_alive = keep_process_alive
-        self._connect_callbacks = Callbacks("onconnect")
-        self._close_callbacks = Callbacks("onclose")
-        self._message_callbacks = Callbacks("onmessage")
+        self._connect_callbacks = Callbacks("onconnect", "client")
+        self._close_callbacks = Callbacks("onclose", "client")
+        self._message_callbacks = Callbacks("onmessage", "sender", ("message",))
         # Set while stopped/closed (wait() waits for it).
         self._done = threading.Event()
         self._done.set()
@@ -82,18 +82,25 @@ class Endpoint:
 
     # -- the original's callback methods ------------------------------------
 
-    def add_onconnect_callback(self, func: Callable[[Any], object]) -> None:
+    def add_onconnect_callback(self, func: Callable[..., object]) -> None:
         """
-        Call C{func(client)} on each connection: on a Server, C{client} is
-        the L{ConnectedClient} that connected; on a Client, the Client
-        itself (on every reconnection too).
+        Call C{func(client)} -- or C{func()}, if it takes no argument (as
+        the original's README shows it) -- on each connection: on a Server,
+        C{client} is the L{ConnectedClient} that connected; on a Client, the
+        Client itself (on every reconnection too).
+
+        @raise TypeError: C{func} can be called neither way (e.g. it needs
+            two arguments).
         """
         self._connect_callbacks.add(func)
 
-    def add_onclose_callback(self, func: Callable[[Any], object]) -> None:
+    def add_onclose_callback(self, func: Callable[..., object]) -> None:
         """
-        Call C{func(client)} when a connection closes (same C{client} as for
-        connections); a L{ConnectedClient}'s C{close_reason} says why.
+        Call C{func(client)}, or C{func()}, when a connection closes (same
+        C{client} as for connections); a L{ConnectedClient}'s
+        C{close_reason} says why.
+
+        @raise TypeError: C{func} can be called neither way.
         """
         self._close_callbacks.add(func)
 
@@ -101,9 +108,13 @@ class Endpoint:
         self, func: Callable[..., object], with_sender: bool = False
     ) -> None:
         """
-        Call C{func(message)} for every message, or C{func(sender, message)}
-        with C{with_sender=True} (on a Server the sender is the
-        L{ConnectedClient}; the original had no way to know it).
+        Call C{func(message)} for every message, or, with
+        C{with_sender=True}, C{func(sender, message)} (on a Server the
+        sender is the L{ConnectedClient}; the original had no way to know
+        it) -- or C{func(message)} if C{func} takes one argument.
+
+        @raise TypeError: C{func} cannot be called with the message (the
+            message says which forms work).
         """
         self._message_callbacks.add(func, with_sender)
 

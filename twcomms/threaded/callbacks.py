@@ -7,6 +7,7 @@ Thread: each method says which thread calls it.
 
 from __future__ import annotations
 
+import inspect
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -40,19 +41,69 @@ def remove_callback(callbacks: list[Any], func: Any, index: int) -> bool:
 class Callbacks:
     """
     One event's user callbacks. Thread: any.
+
+    An event passes a reference (the client, or the sender of a message)
+    and a payload (nothing, or the message). A callback may take the
+    reference or leave it out -- C{on_connect(client)} as the original's
+    code called it, or C{on_connect()} as its README shows -- decided once,
+    from its signature, when it is added: a signature no call can fit is
+    refused then, with a C{TypeError} that names the forms that work, not
+    discovered later on a worker thread.
     """
 
-    def __init__(self, event: str) -> None:
+    def __init__(
+        self, event: str, reference: str, payload: tuple[str, ...] = ()
+    ) -> None:
+        """
+        @param event: the event's name, for messages (C{"onconnect"}).
+        @param reference: what the reference is (C{"client"}, C{"sender"}).
+        @param payload: the names of the arguments after it (C{("message",)}).
+        """
         self.event = event
+        self.reference = reference
+        self.payload = payload
         self._lock = threading.Lock()
         # Replaced, never mutated, so fire() reads it without a lock.
         self._entries: tuple[tuple[Callable[..., object], bool], ...] = ()
 
-    def add(self, f: Callable[..., object], with_sender: bool = False) -> None:
+    def add(self, f: Callable[..., object], with_sender: bool = True) -> None:
+        """
+        Add C{f}. With C{with_sender} (events with a payload), it may take
+        the reference first; without, it takes the payload only.
+
+        @raise TypeError: C{f} is not callable, or takes arguments no call
+            of this event can give.
+        """
         if not callable(f):
             raise TypeError(f"{self.event} callback must be callable, not {f!r}")
+        passes_reference = self._convention(f, with_sender)
         with self._lock:
-            self._entries = (*self._entries, (f, with_sender))
+            self._entries = (*self._entries, (f, passes_reference))
+
+    def _convention(self, f: Callable[..., object], reference_allowed: bool) -> bool:
+        """
+        Whether C{f} is called with the reference first.
+        """
+        count = len(self.payload)
+        try:
+            signature = inspect.signature(f)
+        except (TypeError, ValueError):
+            # Unreadable (some builtins): the call the original made.
+            return reference_allowed
+        if reference_allowed and _accepts(signature, count + 1):
+            return True
+        if _accepts(signature, count):
+            return False
+        forms = [_form(self.payload)]
+        if reference_allowed:
+            forms.insert(0, _form((self.reference, *self.payload)))
+        hint = ""
+        if not reference_allowed and _accepts(signature, count + 1):
+            hint = f"; to get the {self.reference} too, add it with with_sender=True"
+        raise TypeError(
+            f"{self.event} callback {f!r} takes {signature}, but it is called "
+            f"as {' or '.join(forms)}{hint}"
+        )
 
     def remove(self, f: Callable[..., object] | None, index: int) -> bool:
         with self._lock:
@@ -61,24 +112,39 @@ class Callbacks:
             self._entries = tuple(entries)
             return removed
 
-    def fire(self, sender: Any, *args: Any) -> None:
+    def fire(self, reference: Any, *payload: Any) -> None:
         """
-        Call every callback: C{f(*args)}, or C{f(sender, *args)} for those
-        added C{with_sender}. Worker thread.
+        Call every callback: C{f(reference, *payload)}, or C{f(*payload)}
+        for those that leave the reference out. Worker thread.
         """
         entries = self._entries
-        for f, with_sender in entries:
+        for f, passes_reference in entries:
             try:
-                if with_sender:
-                    f(sender, *args)
+                if passes_reference:
+                    f(reference, *payload)
                 else:
-                    f(*args)
+                    f(*payload)
             except Exception:
                 _log.failure(
                     "{event} callback {callback!r} raised",
                     event=self.event,
                     callback=f,
                 )
+
+
+def _accepts(signature: inspect.Signature, count: int) -> bool:
+    """
+    Whether a call with C{count} positional arguments fits C{signature}.
+    """
+    try:
+        signature.bind(*range(count))
+    except TypeError:
+        return False
+    return True
+
+
+def _form(names: tuple[str, ...]) -> str:
+    return f"f({', '.join(names)})"
 
 
 class Inbox:

@@ -450,7 +450,7 @@ class Client(Endpoint):
             self._send_now(proto, list(offline))
         self._drain.flushed()
         self._outbox.flush()
-        self._events.put(self._connect_callbacks.fire, self, self)
+        self._events.put(self._connect_callbacks.fire, self)
 
     def _on_message(self, factory: CommsClientFactory, message: Any) -> None:
         proto = factory.connection
@@ -462,7 +462,7 @@ class Client(Endpoint):
         if self._inbox is not None:
             self._inbox.flush()  # the last messages before the close event
         self._connected = False
-        self._events.put(self._close_callbacks.fire, self, self)
+        self._events.put(self._close_callbacks.fire, self)
         if not factory.continueTrying:
             self._closed_for_good(f"the connection closed ({reason})")
 

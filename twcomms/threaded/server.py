@@ -419,7 +419,7 @@ class Server(Endpoint):
         )
         with self._lock:
             self._clients[handle.id] = client
-        client.events.put(self._connect_callbacks.fire, client, client)
+        client.events.put(self._connect_callbacks.fire, client)
 
     def _on_message(self, handle: ClientHandle, message: Any) -> None:
         client = self._clients.get(handle.id)
@@ -437,7 +437,7 @@ class Server(Endpoint):
         client._closed = True
         client.close_reason = reason
         client._window.close(f"disconnected ({reason})")
-        client.events.put(self._close_callbacks.fire, client, client)
+        client.events.put(self._close_callbacks.fire, client)
         with self._lock:
             if self._stopping_queues is not None:
                 self._stopping_queues.append(client.events)
