@@ -106,6 +106,10 @@ class FrameWriter:
     @ivar outboundLimit: bytes that may queue while the transport asks us
         to pause; L{None}: no limit.
     @ivar policy: what happens past it (L{SlowConsumerPolicy}).
+    @ivar writePaused: whether the transport's write buffer is full, or a
+        large message is still being written in slices: the peer is not
+        keeping up (see L{whenDrained}). A plain attribute, kept up to date
+        here: a broadcast reads it for every client.
     """
 
     __slots__ = (
@@ -125,6 +129,7 @@ class FrameWriter:
         "outboundLimit",
         "policy",
         "transport",
+        "writePaused",
     )
 
     def __init__(
@@ -147,6 +152,7 @@ class FrameWriter:
         self.messagesSent = 0
         self.bytesSent = 0
         self._paused = False
+        self.writePaused = False
         self._queuedWhilePaused = 0
         # Parts waiting behind a large payload written in slices.
         self._streaming: collections.deque[Any] | None = None
@@ -180,6 +186,7 @@ class FrameWriter:
         The transport's write buffer is full.
         """
         self._paused = True
+        self.writePaused = True
 
     def resumeProducing(self) -> None:
         """
@@ -191,6 +198,7 @@ class FrameWriter:
             self._pump()
             if self._paused or self._streaming is not None:
                 return
+        self.writePaused = False
         waiters = self._drainWaiters
         if waiters:
             self._drainWaiters = None
@@ -201,14 +209,6 @@ class FrameWriter:
         pass
 
     # -- state --------------------------------------------------------------
-
-    @property
-    def writePaused(self) -> bool:
-        """
-        Whether the transport's write buffer is full (or a large message is
-        still being written in slices): the peer is not keeping up.
-        """
-        return self._paused or self._streaming is not None
 
     def whenDrained(self) -> Deferred[None]:
         """
@@ -371,6 +371,7 @@ class FrameWriter:
         """
         if self._streaming is None:
             self._streaming = collections.deque()
+            self.writePaused = True
         streaming = self._streaming
         for part in parts:
             if type(part) is not _Source and len(part) > STREAM_ABOVE:
@@ -406,6 +407,7 @@ class FrameWriter:
                 streaming.popleft()
         if not streaming and streaming is self._streaming:
             self._streaming = None
+            self.writePaused = self._paused
             if self._closeWhenWritten:
                 self._closeWhenWritten = False
                 self.unregister()
@@ -474,6 +476,7 @@ class FrameWriter:
         """
         self.closed = True
         streaming, self._streaming = self._streaming, None
+        self.writePaused = self._paused
         self._closeWhenWritten = False
         for part in streaming or ():
             if type(part) is _Source and not part.done.called:

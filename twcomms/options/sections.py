@@ -142,10 +142,12 @@ class ConnectionOptions:
     )
 
     codec: Codec = field(init=False, repr=False, compare=False)
+    #: The C{struct} format of the length header (from C{byteOrder}).
+    structFormat: str = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         set_field(self, "codec", get_codec(self.messageDataType))
-        struct_format(self.byteOrder)  # validates
+        set_field(self, "structFormat", struct_format(self.byteOrder))
         size = self.max_message_size
         if isinstance(size, bool) or not isinstance(size, int):
             raise TypeError(
@@ -175,13 +177,6 @@ class ConnectionOptions:
         set_field(
             self, "slow_consumer_policy", SlowConsumerPolicy(self.slow_consumer_policy)
         )
-
-    @property
-    def structFormat(self) -> str:
-        """
-        The C{struct} format of the length header.
-        """
-        return struct_format(self.byteOrder)
 
     @property
     def effective_outbound_limit(self) -> int:

@@ -14,9 +14,10 @@ from __future__ import annotations
 from collections.abc import Collection, Iterator
 from typing import Protocol
 
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
-from twcomms.connection import CommsProtocol
+from twcomms.connection import FrameWriter
 from twcomms.errors import NotConnectedError
 from twcomms.server.handle import ClientHandle
 from twcomms.wire.framing import Frame
@@ -87,9 +88,14 @@ class LocalClientRegistry:
 
     def __init__(self) -> None:
         self._clients: dict[str, ClientHandle] = {}
+        # Each client's FrameWriter, in the same order: a broadcast reads
+        # two plain attributes of each (closed, writePaused) and nothing else.
+        self._writers: dict[str, FrameWriter] = {}
         # This turn's small broadcasts (whole frames), for every client.
         self._batch: list[bytes] | None = None
         self._batchPayloadBytes = 0
+        # The connections' clock (the reactor, or a test's Clock).
+        self._clock: IReactorTime | None = None
         # One bound method for every connection's beforeWrite hook.
         self._flush = self.flush
 
@@ -100,10 +106,14 @@ class LocalClientRegistry:
         proto = client.protocol
         if proto is not None and proto.writer is not None:
             proto.writer.beforeWrite = self._flush
+            self._writers[client.id] = proto.writer
+            if self._clock is None:
+                self._clock = proto.clock
 
     def remove(self, client: ClientHandle) -> None:
         self.flush()
         self._clients.pop(client.id, None)
+        self._writers.pop(client.id, None)
 
     def get(self, client_id: str) -> ClientHandle | None:
         return self._clients.get(client_id)
@@ -122,23 +132,20 @@ class LocalClientRegistry:
             self.flush()
             return self._writeEach(frame, exclude)
         recipients = 0
-        recipient: CommsProtocol | None = None
-        for client in self._clients.values():
-            proto = client.protocol
-            if proto is None or proto.closing:
+        for writer in self._writers.values():
+            if writer.closed:
                 continue
-            if proto.writePaused:
+            if writer.writePaused:
                 # Its outbound limit applies frame by frame: write now.
                 self.flush()
                 return self._writeEach(frame, exclude)
             recipients += 1
-            recipient = proto
-        if recipient is not None:
+        if recipients:
             batch = self._batch
             if batch is None:
                 batch = self._batch = []
-                # The connections' clock: the reactor, or a test's Clock.
-                recipient.clock.callLater(0, self.flush)
+                assert self._clock is not None
+                self._clock.callLater(0, self.flush)
             batch.append(parts[0])
             self._batchPayloadBytes += len(frame.payload)
         return recipients
@@ -157,14 +164,17 @@ class LocalClientRegistry:
         payloadBytes, self._batchPayloadBytes = self._batchPayloadBytes, 0
         data = batch[0] if count == 1 else b"".join(batch)
         del batch
-        for client in list(self._clients.values()):
-            proto = client.protocol
-            if proto is None or proto.closing or proto.writer is None:
+        for client_id, writer in list(self._writers.items()):
+            if writer.closed:
                 continue
             try:
-                proto.writer.writeFrames(data, count, payloadBytes)
+                writer.writeFrames(data, count, payloadBytes)
             except ConnectionError as e:
-                _log.warn("broadcast skipped {client}: {error}", client=client, error=e)
+                _log.warn(
+                    "broadcast skipped {client}: {error}",
+                    client=self._clients.get(client_id),
+                    error=e,
+                )
 
     def _writeEach(self, frame: Frame, exclude: Collection[str]) -> int:
         sent = 0
