@@ -125,9 +125,7 @@ class CallableObject:
         self.got.put(("object", (client,)))
 
 
-def test_bound_methods_partials_defaults_and_callable_objects(
-    make_server, make_client
-):
+def test_bound_methods_partials_defaults_and_callable_objects(make_server, make_client):
     server = make_server()
     rec = Recorder()
     server.add_onconnect_callback(rec.bound)
