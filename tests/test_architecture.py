@@ -29,9 +29,9 @@ LAYERS: dict[str, int] = {
     "twcomms.connection": 3,
     "twcomms.server": 4,
     "twcomms.client": 4,
-    "twcomms.testing": 4,
     "twcomms.threaded": 5,
     "twcomms.ops": 6,
+    "twcomms.testing": 6,
     # The public facade, C{python -m twcomms}, and the shims that keep the
     # old module paths working: they may import anything.
     "twcomms": 7,

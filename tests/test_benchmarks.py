@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 
 def test_every_peer_benchmark_cell_is_produced(tmp_path: Path) -> None:
     from benchmarks.peers import problems, run_quick
@@ -14,3 +16,13 @@ def test_every_peer_benchmark_cell_is_produced(tmp_path: Path) -> None:
     run = run_quick(tmp_path)
     assert not problems(run), problems(run)
     assert (tmp_path / "peers-quick.json").exists()
+
+
+def test_the_rooms_benchmark_runs_and_prints_its_figures(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from benchmarks.rooms import main
+
+    assert main(["--clients", "200", "--rooms", "20", "--count", "20"]) == 0
+    out = capsys.readouterr().out
+    assert "room broadcast x" in out and "B/membership" in out

@@ -193,3 +193,42 @@ def test_stats_are_logged() -> None:
     (stats,) = [e for e in events if e.get("log_format", "").startswith("stats:")]
     assert stats["clients"] == 1
     assert stats["m_in"] == pytest.approx(2.0)
+
+
+def test_an_app_puts_clients_in_rooms_in_hub_mode(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "examples" / "rooms_app.py"
+    spec = importlib.util.spec_from_file_location("rooms_app_under_test", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    monkeypatch.setitem(sys.modules, "rooms_app_under_test", module)
+    net, service, inboxes, clients = hub(
+        "sink", "--app", "rooms_app_under_test:install"
+    )
+    server = service.factory
+    clients[0].send({"join": "lab"})
+    clients[1].send({"join": "lab"})
+    clients[2].send({"join": "other"})
+    net.flush()
+    assert [inbox[:] for inbox in inboxes] == [
+        [{"joined": "lab"}],
+        [{"joined": "lab"}],
+        [{"joined": "other"}],
+    ]
+    assert sorted(server.rooms()) == ["lab", "other"]
+    clients[0].send({"room": "lab", "text": "hi"})
+    clients[2].send({"room": "lab", "text": "not a member"})  # dropped
+    net.flush()
+    assert inboxes[1][1:] == [{"room": "lab", "text": "hi"}]
+    assert inboxes[0][1:] == [] and inboxes[2][1:] == []
+    clients[2].send({"join": "no spaces allowed"})
+    net.flush()
+    assert "error" in inboxes[2][-1]
+    clients[1].stop()
+    net.flush()
+    assert [c.id for c in server.members("lab")] == [next(iter(server.clients)).id]

@@ -27,6 +27,7 @@ __all__ = [
     "EncodeError",
     "GaveUpError",
     "InvalidJSONError",
+    "InvalidRoomError",
     "MessageTooLargeError",
     "NotConnectedError",
     "PayloadSourceError",
@@ -213,4 +214,11 @@ class QueueFullError(CommsError, BufferError):
     An auto-reconnecting client is disconnected and its queue of messages
     waiting for the next connection is full (by count or bytes). Nothing of
     this message was queued.
+    """
+
+
+class InvalidRoomError(CommsError, ValueError):
+    """
+    A room name that is not a C{str} of 1 to 128 letters, digits and
+    C{- _ . : / @ # + = ~ !}. Nothing was joined or sent.
     """

@@ -1,15 +1,6 @@
 """
-The Twisted API, server side: a factory that tracks its clients.
-
-    from twisted.internet import reactor
-    from twcomms.server import CommsServerFactory
-
-    def on_message(client, message):
-        client.send({"echo": message})
-
-    factory = CommsServerFactory("json", on_message=on_message)
-    factory.listen("tcp:6000")
-    reactor.run()
+The Twisted API, server side: a factory that tracks its clients (see the
+README's "The Twisted API" for an example).
 
 Each connected client is a L{ClientHandle} with a string C{id}. The
 factory's clients live in a L{ClientRegistry}; L{CommsServerFactory.broadcast}
@@ -22,6 +13,10 @@ to the constructor. A callable that raises is logged with its traceback and
 nothing else stops.
 
 Thread: the reactor thread only. Nothing here blocks or starts a thread.
+
+(Over 500 lines, by a little: one class -- its lifecycle, sending, rooms
+and events; its parts are L{twcomms.server.handle},
+L{twcomms.server.registry} and L{twcomms.server.endpoints}.)
 """
 
 from __future__ import annotations
@@ -30,8 +25,7 @@ import os
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from twisted.internet.defer import Deferred, gatherResults
-from twisted.internet.endpoints import quoteStringArgument, serverFromString
+from twisted.internet.defer import Deferred, gatherResults, maybeDeferred, succeed
 from twisted.internet.interfaces import (
     IListeningPort,
     IReactorTime,
@@ -46,28 +40,15 @@ from twcomms.connection.events import call_each, callback_list
 from twcomms.connection.timers import cancel_call, default_reactor
 from twcomms.errors import ClientGoneError, DecodeError
 from twcomms.options import ConnectionOptions, Options, ServerOptions
+from twcomms.server.endpoints import server_endpoint
 from twcomms.server.handle import ClientHandle
-from twcomms.server.registry import ClientRegistry, LocalClientRegistry
+from twcomms.server.registry import ClientRegistry, LocalClientRegistry, check_room
 from twcomms.wire.codecs import Codec
 from twcomms.wire.framing import Frame, check_size
 
-__all__ = [
-    "DEFAULT_BACKLOG",
-    "SERVER_SECTIONS",
-    "CommsServerFactory",
-    "listen_description",
-    "server_endpoint",
-]
-
-#: The listening backlog used unless an endpoint description gives one.
-#: Twisted's default (50) makes a burst of connects wait seconds on SYN
-#: retries.
-DEFAULT_BACKLOG = 1024
+__all__ = ["SERVER_SECTIONS", "CommsServerFactory"]
 
 _log = Logger()
-
-# Endpoint types whose descriptions take a backlog= argument.
-_BACKLOG_KINDS = frozenset({"tcp", "tcp6", "ssl", "tls", "unix"})
 
 #: The option sections a server uses.
 SERVER_SECTIONS = (ConnectionOptions, ServerOptions)
@@ -160,6 +141,7 @@ class CommsServerFactory(ServerFactory):
         self._closedTotals = [0, 0, 0, 0]
         self.connections: set[CommsProtocol] = set()
         self._stopping = False
+        self._registryRunning = False
 
     # The options, read back under their keyword names.
 
@@ -231,15 +213,36 @@ class CommsServerFactory(ServerFactory):
         """
         endpoint = server_endpoint(self.reactor, where)
         self._stopping = False
-        d: Deferred[IListeningPort] = endpoint.listen(self)
 
         def listening(port: IListeningPort) -> IListeningPort:
             self.ports.append(port)
             _log.info("twcomms server listening on {address}", address=port.getHost())
             return port
 
-        d.addCallback(listening)
-        return d
+        # The registry is ready (a broker connected, say) before the first
+        # client can arrive.
+        started = self._startRegistry()
+        d: Deferred[IListeningPort] = started.addCallback(
+            lambda _: endpoint.listen(self)
+        )
+        return d.addCallback(listening)
+
+    def _startRegistry(self) -> Deferred[None]:
+        if self._registryRunning:
+            return succeed(None)
+        self._registryRunning = True
+        return maybeDeferred(self.clients.start)
+
+    def startFactory(self) -> None:
+        """
+        Twisted starts the factory when a port starts listening through an
+        endpoint or service rather than L{listen} (C{twistd}): start the
+        registry then, if it is not running.
+        """
+        if not self._registryRunning:
+            self._startRegistry().addErrback(
+                lambda f: _log.failure("the client registry failed to start", f)
+            )
 
     def stop_listening(self) -> Deferred[Any]:
         """
@@ -269,6 +272,7 @@ class CommsServerFactory(ServerFactory):
                 # ours to flush.
                 proto.abort(CloseReason.SERVER_STOPPING)
         d = gatherResults([stopped, *closing], consumeErrors=True)
+        d.addCallback(lambda _: self._stopRegistry())
         if timeout is not None and closing:
 
             def abort_stragglers() -> None:
@@ -289,6 +293,12 @@ class CommsServerFactory(ServerFactory):
 
             d.addBoth(cancel)
         return d.addCallback(lambda _: None)
+
+    def _stopRegistry(self) -> Deferred[None]:
+        if not self._registryRunning:
+            return succeed(None)
+        self._registryRunning = False
+        return maybeDeferred(self.clients.stop)
 
     def abort_all(self, reason: CloseReason = CloseReason.SERVER_STOPPING) -> None:
         """
@@ -321,26 +331,87 @@ class CommsServerFactory(ServerFactory):
         message: Any,
         exclude: Iterable[ClientHandle | str] | ClientHandle | str = (),
         *,
+        room: str | None = None,
         as_value: bool = False,
     ) -> int:
         """
-        Send C{message} to every connected client except C{exclude}. It is
-        encoded once. A client that cannot take it (a slow consumer) is
-        skipped and logged; the others still get it.
+        Send C{message} to every connected client (or every member of
+        C{room}) except C{exclude}. It is encoded once. A client that cannot
+        take it (a slow consumer) is skipped and logged; the others still
+        get it.
 
         @param exclude: a client, an id, or several.
+        @param room: only the members of this room (none: nobody).
         @param as_value: see L{encode}.
         @return: how many clients it is sent to (small broadcasts are
             written when the reactor turn ends, one write per client for
             the turn's broadcasts; see L{LocalClientRegistry}).
         @raise EncodeError: the message cannot be encoded (nothing sent).
         @raise MessageTooLargeError: it is over the maximum message size.
+        @raise InvalidRoomError: C{room} is not a valid room name.
         """
+        if room is not None:
+            check_room(room)
         frame = self.encode(message, as_value=as_value)
         if isinstance(exclude, (ClientHandle, str)):
             exclude = (exclude,)
         ids = {c.id if isinstance(c, ClientHandle) else c for c in exclude}
-        return self.clients.broadcast(frame, ids)
+        if room is None:
+            # (Registries written before rooms take two arguments.)
+            return self.clients.broadcast(frame, ids)
+        return self.clients.broadcast(frame, ids, room)
+
+    # -- rooms ------------------------------------------------------------
+
+    def join(self, client: ClientHandle | str, room: str) -> bool:
+        """
+        Put a connected client (a handle or its id) in C{room}; a room is
+        made by its first member and gone when its last leaves. C{True} if
+        the client was not in it already (joining again does nothing).
+
+        @raise ClientGoneError: that client is not connected.
+        @raise InvalidRoomError: C{room} is not a valid room name.
+        """
+        check_room(room)
+        return self.clients.join(self._connected(client), room)
+
+    def leave(self, client: ClientHandle | str, room: str) -> bool:
+        """
+        Take a client out of C{room}; C{True} if it was in it. A client
+        leaves every room when it disconnects.
+        """
+        handle = self.clients.get(
+            client.id if isinstance(client, ClientHandle) else client
+        )
+        return handle is not None and self.clients.leave(handle, room)
+
+    def rooms_of(self, client: ClientHandle | str) -> frozenset[str]:
+        """
+        The rooms a client is in (none once it has disconnected).
+        """
+        handle = self.clients.get(
+            client.id if isinstance(client, ClientHandle) else client
+        )
+        return frozenset() if handle is None else self.clients.rooms_of(handle)
+
+    def members(self, room: str) -> list[ClientHandle]:
+        """
+        The clients in C{room}, in the order they joined.
+        """
+        return self.clients.members(room)
+
+    def rooms(self) -> list[str]:
+        """
+        The rooms that have members.
+        """
+        return self.clients.rooms()
+
+    def _connected(self, client: ClientHandle | str) -> ClientHandle:
+        client_id = _id(client)
+        handle = self.clients.get(client_id)
+        if handle is None:
+            raise ClientGoneError(client_id)
+        return handle
 
     def send(self, client: ClientHandle | str, message: Any) -> None:
         """
@@ -348,11 +419,7 @@ class CommsServerFactory(ServerFactory):
 
         @raise ClientGoneError: that client is not connected.
         """
-        client_id = client.id if isinstance(client, ClientHandle) else client
-        handle = self.clients.get(client_id)
-        if handle is None:
-            raise ClientGoneError(client_id)
-        handle.send(message)
+        self._connected(client).send(message)
 
     def totals(self) -> tuple[int, int, int, int]:
         """
@@ -435,42 +502,5 @@ class CommsServerFactory(ServerFactory):
         call_each(self.on_close, "on_close", client, reason)
 
 
-def listen_description(where: str | int | tuple[str, int]) -> str:
-    """
-    An endpoint description (as C{serverFromString} and C{twistd}'s
-    C{strports} take) for a description, a port, or an C{(address, port)}
-    pair. TCP, TLS and UNIX get a backlog of L{DEFAULT_BACKLOG} unless the
-    description sets one.
-    """
-    if isinstance(where, bool):
-        raise TypeError("a port must be an int")
-    if isinstance(where, int):
-        description = f"tcp:{where}"
-    elif isinstance(where, tuple):
-        address, port = where
-        kind = "tcp6" if ":" in address else "tcp"
-        description = f"{kind}:{port}:interface={quoteStringArgument(address)}"
-    elif isinstance(where, str):
-        description = f"tcp:{where}" if where.isdigit() else where
-    else:
-        raise TypeError(f"cannot listen on {where!r}")
-    kind = description.split(":", 1)[0]
-    if kind in _BACKLOG_KINDS and "backlog=" not in description:
-        description += f":backlog={DEFAULT_BACKLOG}"
-    return description
-
-
-def server_endpoint(
-    reactor: Any, where: str | int | tuple[str, int] | IStreamServerEndpoint
-) -> IStreamServerEndpoint:
-    """
-    Make a server endpoint from a description, a port, an C{(address,
-    port)} pair (see L{listen_description}), or an endpoint (returned as
-    is).
-    """
-    if IStreamServerEndpoint.providedBy(where):
-        return where
-    return serverFromString(  # type: ignore[no-any-return]
-        reactor,
-        listen_description(where),
-    )
+def _id(client: ClientHandle | str) -> str:
+    return client.id if isinstance(client, ClientHandle) else client

@@ -1,39 +1,89 @@
 """
-Where a server's connected clients are kept, and how a broadcast reaches
-them: the L{ClientRegistry} interface and L{LocalClientRegistry}, the
-clients of this process.
+Where a server's connected clients are kept, which rooms they are in, and
+how a broadcast reaches them: the L{ClientRegistry} interface and
+L{LocalClientRegistry}, the clients of this process.
 
 A registry that also relays broadcasts to other server processes (the
-Redis backplane) implements the same interface.
+Redis backplane) implements the same interface, and passes the same
+contract suite (L{twcomms.testing.RegistryContract}).
 
 Thread: the reactor thread only.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Collection, Iterator
 from typing import Protocol
 
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from twcomms.connection import FrameWriter
-from twcomms.errors import NotConnectedError
+from twcomms.errors import InvalidRoomError, NotConnectedError
 from twcomms.server.handle import ClientHandle
 from twcomms.wire.framing import Frame
 
-__all__ = ["ClientRegistry", "LocalClientRegistry"]
+__all__ = [
+    "MAX_ROOM_LENGTH",
+    "ClientRegistry",
+    "LocalClientRegistry",
+    "check_room",
+]
 
 _log = Logger()
+
+#: The longest room name, in characters.
+MAX_ROOM_LENGTH = 128
+
+# Letters and digits of any script, and - _ . : / @ # + = ~ !: a room name
+# is an identifier (a meeting, a scene, a lab), printed in logs and, later,
+# sent on the wire; spaces and control characters would make both ambiguous.
+_ROOM = re.compile(r"[\w\-.:/@#+=~!]+")
+
+
+def check_room(room: object) -> str:
+    """
+    Return C{room} if it is a valid room name.
+
+    @raise InvalidRoomError: it is not a C{str} of 1 to L{MAX_ROOM_LENGTH}
+        letters, digits and C{- _ . : / @ # + = ~ !}.
+    """
+    if not isinstance(room, str):
+        raise InvalidRoomError(f"a room is a str, not {type(room).__name__}")
+    if not 0 < len(room) <= MAX_ROOM_LENGTH:
+        raise InvalidRoomError(
+            f"a room name has 1 to {MAX_ROOM_LENGTH} characters, not {len(room)}"
+        )
+    if not _ROOM.fullmatch(room):
+        raise InvalidRoomError(
+            f"room {room!r}: use letters, digits and - _ . : / @ # + = ~ ! only "
+            f"(no spaces or control characters)"
+        )
+    return room
 
 
 class ClientRegistry(Protocol):
     """
-    Where a server's connected clients are kept, and how a broadcast
-    reaches them.
+    Where a server's connected clients are kept, which rooms they are in,
+    and how a broadcast reaches them.
 
-    Every method is called on the reactor thread.
+    Every method is called on the reactor thread. Rooms are created by a
+    first C{join} and gone when their last member leaves; a client leaves
+    every room when it is removed.
     """
+
+    def start(self) -> Deferred[None]:
+        """
+        Get ready (connect to a broker, ...); the server listens once this
+        fires.
+        """
+
+    def stop(self) -> Deferred[None]:
+        """
+        Release what L{start} took; called when the server has stopped.
+        """
 
     def add(self, client: ClientHandle) -> None:
         """
@@ -42,7 +92,7 @@ class ClientRegistry(Protocol):
 
     def remove(self, client: ClientHandle) -> None:
         """
-        A client disconnected.
+        A client disconnected: it leaves every room.
         """
 
     def get(self, client_id: str) -> ClientHandle | None:
@@ -60,28 +110,68 @@ class ClientRegistry(Protocol):
         The connected clients, in the order they connected.
         """
 
-    def broadcast(self, frame: Frame, exclude: Collection[str]) -> int:
+    def join(self, client: ClientHandle, room: str) -> bool:
         """
-        Send C{frame} to every client whose id is not in C{exclude}, in order
-        with everything else sent to each; return how many clients it is
-        for. It may be written when the current reactor turn ends rather
-        than now (as L{LocalClientRegistry} batches). A client that cannot
+        Put C{client} in C{room} (a name L{check_room} accepts); C{True} if
+        it was not in it already.
+        """
+
+    def leave(self, client: ClientHandle, room: str) -> bool:
+        """
+        Take C{client} out of C{room}; C{True} if it was in it.
+        """
+
+    def rooms_of(self, client: ClientHandle) -> frozenset[str]:
+        """
+        The rooms C{client} is in.
+        """
+
+    def members(self, room: str) -> list[ClientHandle]:
+        """
+        The clients in C{room} (here), in the order they joined.
+        """
+
+    def rooms(self) -> list[str]:
+        """
+        The rooms with members (here).
+        """
+
+    def broadcast(
+        self, frame: Frame, exclude: Collection[str], room: str | None = None
+    ) -> int:
+        """
+        Send C{frame} to every client (or every member of C{room}) whose id
+        is not in C{exclude}, in order with everything else sent to each;
+        return how many clients here it is for. It may be written when the
+        current reactor turn ends rather than now. A client that cannot
         take it (gone, or a slow consumer) is skipped and logged; the others
         are unaffected.
+        """
+
+    def stats(self) -> dict[str, int]:
+        """
+        Counters: C{clients}, C{rooms}, C{memberships}, C{broadcasts},
+        C{deliveries}.
         """
 
 
 class LocalClientRegistry:
     """
-    The clients connected to this process, in connection order.
+    The clients connected to this process, in connection order, and their
+    rooms.
 
-    Small broadcasts are batched per reactor turn: each one is framed once
-    and appended to the turn's batch, and when the turn ends (or before
-    anything else is written to one of these clients, or a client comes or
-    goes) the batch is joined once and written to each client in one
-    C{write}. A server that broadcasts many small messages in one turn thus
-    costs one write per client per turn, not one per client per message,
-    and every client still sees its messages in the order they were sent.
+    Small broadcasts are batched per reactor turn, and each client still
+    gets one write per turn, its messages in the order they were sent:
+
+      - a broadcast to everyone appends its frame to the turn's shared
+        batch (one append, whatever the number of clients);
+      - a broadcast to a room, or one that excludes someone, appends its
+        frame to each recipient's own list (time proportional to the
+        recipients, not to all clients); once a client has a list of its
+        own, later shared frames of the turn are appended to every list;
+      - when the turn ends, or before anything else is written to one of
+        these clients, or a client comes or goes, each client gets the
+        shared frames and its own joined in one C{write}.
 
     Thread: the reactor thread only.
     """
@@ -91,13 +181,27 @@ class LocalClientRegistry:
         # Each client's FrameWriter, in the same order: a broadcast reads
         # two plain attributes of each (closed, writePaused) and nothing else.
         self._writers: dict[str, FrameWriter] = {}
-        # This turn's small broadcasts (whole frames), for every client.
-        self._batch: list[bytes] | None = None
-        self._batchPayloadBytes = 0
+        # room -> {client id: writer}, in join order; client id -> rooms.
+        self._rooms: dict[str, dict[str, FrameWriter]] = {}
+        self._memberships: dict[str, set[str]] = {}
+        # This turn's frames for every client, then each client's own.
+        self._shared: list[bytes] = []
+        self._own: dict[str, list[bytes]] = {}
+        self._scheduled = False
         # The connections' clock (the reactor, or a test's Clock).
         self._clock: IReactorTime | None = None
+        self._broadcasts = 0
+        self._deliveries = 0
         # One bound method for every connection's beforeWrite hook.
         self._flush = self.flush
+
+    # -- lifecycle and membership -------------------------------------------
+
+    def start(self) -> Deferred[None]:
+        return succeed(None)
+
+    def stop(self) -> Deferred[None]:
+        return succeed(None)
 
     def add(self, client: ClientHandle) -> None:
         # A broadcast made before this client was registered is not its.
@@ -114,6 +218,8 @@ class LocalClientRegistry:
         self.flush()
         self._clients.pop(client.id, None)
         self._writers.pop(client.id, None)
+        for room in self._memberships.pop(client.id, ()):
+            self._dropMember(room, client.id)
 
     def get(self, client_id: str) -> ClientHandle | None:
         return self._clients.get(client_id)
@@ -124,72 +230,186 @@ class LocalClientRegistry:
     def __iter__(self) -> Iterator[ClientHandle]:
         return iter(list(self._clients.values()))
 
-    def broadcast(self, frame: Frame, exclude: Collection[str]) -> int:
+    # -- rooms ----------------------------------------------------------------
+
+    def join(self, client: ClientHandle, room: str) -> bool:
+        check_room(room)
+        writer = self._writers.get(client.id)
+        if writer is None or self._clients.get(client.id) is not client:
+            raise NotConnectedError(
+                f"client {client.id} is not connected here; it cannot join {room!r}"
+            )
+        rooms = self._memberships.setdefault(client.id, set())
+        if room in rooms:
+            return False
+        rooms.add(room)
+        self._rooms.setdefault(room, {})[client.id] = writer
+        return True
+
+    def leave(self, client: ClientHandle, room: str) -> bool:
+        rooms = self._memberships.get(client.id)
+        if not rooms or room not in rooms:
+            return False
+        rooms.discard(room)
+        if not rooms:
+            del self._memberships[client.id]
+        self._dropMember(room, client.id)
+        return True
+
+    def _dropMember(self, room: str, client_id: str) -> None:
+        members = self._rooms.get(room)
+        if members is not None:
+            members.pop(client_id, None)
+            if not members:
+                del self._rooms[room]
+
+    def rooms_of(self, client: ClientHandle) -> frozenset[str]:
+        return frozenset(self._memberships.get(client.id, ()))
+
+    def members(self, room: str) -> list[ClientHandle]:
+        clients = self._clients
+        return [clients[cid] for cid in self._rooms.get(room, ())]
+
+    def rooms(self) -> list[str]:
+        return list(self._rooms)
+
+    def stats(self) -> dict[str, int]:
+        return {
+            "clients": len(self._clients),
+            "rooms": len(self._rooms),
+            "memberships": sum(len(m) for m in self._rooms.values()),
+            "broadcasts": self._broadcasts,
+            "deliveries": self._deliveries,
+        }
+
+    # -- broadcasting -----------------------------------------------------------
+
+    def broadcast(
+        self, frame: Frame, exclude: Collection[str] = (), room: str | None = None
+    ) -> int:
+        self._broadcasts += 1
         parts = frame.parts
-        if exclude or len(parts) != 1:
-            # Larger payloads (written as header and payload) and broadcasts
-            # that skip someone are written now, after this turn's batch.
-            self.flush()
-            return self._writeEach(frame, exclude)
-        recipients = 0
-        for writer in self._writers.values():
-            if writer.closed:
+        if room is None and not exclude:
+            if len(parts) != 1:
+                return self._writeNow(frame, self._writers, exclude)
+            recipients = 0
+            for writer in self._writers.values():
+                if writer.closed:
+                    continue
+                if writer.writePaused:
+                    # Its outbound limit applies frame by frame: write now.
+                    return self._writeNow(frame, self._writers, exclude)
+                recipients += 1
+            if recipients:
+                data = parts[0]
+                if self._own:
+                    # Clients with frames of their own this turn: keep the
+                    # order by giving them this one too.
+                    for own in self._own.values():
+                        own.append(data)
+                self._shared.append(data)
+                self._schedule()
+            self._deliveries += recipients
+            return recipients
+        audience = self._writers if room is None else self._rooms.get(room, {})
+        if len(parts) != 1:
+            return self._writeNow(frame, audience, exclude)
+        chosen: list[str] = []
+        for client_id, writer in audience.items():
+            if writer.closed or client_id in exclude:
                 continue
             if writer.writePaused:
-                # Its outbound limit applies frame by frame: write now.
-                self.flush()
-                return self._writeEach(frame, exclude)
-            recipients += 1
-        if recipients:
-            batch = self._batch
-            if batch is None:
-                batch = self._batch = []
-                assert self._clock is not None
-                self._clock.callLater(0, self.flush)
-            batch.append(parts[0])
-            self._batchPayloadBytes += len(frame.payload)
-        return recipients
+                return self._writeNow(frame, audience, exclude)
+            chosen.append(client_id)
+        if chosen:
+            data = parts[0]
+            owns = self._own
+            shared = self._shared
+            for client_id in chosen:
+                mine = owns.get(client_id)
+                if mine is None:
+                    # Its list starts with the shared frames so far.
+                    mine = owns[client_id] = list(shared)
+                mine.append(data)
+            self._schedule()
+        self._deliveries += len(chosen)
+        return len(chosen)
+
+    def _schedule(self) -> None:
+        if not self._scheduled:
+            self._scheduled = True
+            assert self._clock is not None
+            self._clock.callLater(0, self.flush)
 
     def flush(self) -> None:
         """
-        Write this turn's batched broadcasts to every client now. Called
-        when the turn ends, and before anything else is written to one of
-        these clients (so each client's messages stay in order).
+        Write this turn's batched broadcasts now, one write per client.
+        Called when the turn ends, and before anything else is written to
+        one of these clients (so each client's messages stay in order).
         """
-        batch = self._batch
-        if batch is None:
+        shared, own = self._shared, self._own
+        if not shared and not own:
             return
-        self._batch = None
-        count = len(batch)
-        payloadBytes, self._batchPayloadBytes = self._batchPayloadBytes, 0
-        data = batch[0] if count == 1 else b"".join(batch)
-        del batch
-        for client_id, writer in list(self._writers.items()):
-            if writer.closed:
+        self._shared = []
+        self._own = {}
+        self._scheduled = False
+        if shared:
+            count = len(shared)
+            data = shared[0] if count == 1 else b"".join(shared)
+            del shared
+            for client_id, writer in list(self._writers.items()):
+                if writer.closed:
+                    continue
+                mine = own.pop(client_id, None)
+                if mine is None:
+                    self._write(client_id, writer, data, count)
+                else:
+                    self._write(client_id, writer, b"".join(mine), len(mine))
+        for client_id, mine in own.items():
+            remaining = self._writers.get(client_id)
+            if remaining is not None and not remaining.closed:
+                self._write(client_id, remaining, b"".join(mine), len(mine))
+
+    def _write(
+        self, client_id: str, writer: FrameWriter, data: bytes, count: int
+    ) -> None:
+        try:
+            # Every frame's header is 4 bytes: the rest is payload.
+            writer.writeFrames(data, count, len(data) - 4 * count)
+        except ConnectionError as e:
+            _log.warn(
+                "broadcast skipped {client}: {error}",
+                client=self._clients.get(client_id),
+                error=e,
+            )
+
+    def _writeNow(
+        self,
+        frame: Frame,
+        audience: dict[str, FrameWriter],
+        exclude: Collection[str],
+    ) -> int:
+        """
+        Write C{frame} to C{audience} now, after this turn's batch: larger
+        payloads (header and payload written apart), and broadcasts when a
+        recipient is paused (its outbound limit applies frame by frame).
+        """
+        self.flush()
+        sent = 0
+        for client_id, writer in list(audience.items()):
+            if client_id in exclude:
                 continue
             try:
-                writer.writeFrames(data, count, payloadBytes)
+                writer.writeFrame(frame)
+            except NotConnectedError:
+                continue
             except ConnectionError as e:
                 _log.warn(
                     "broadcast skipped {client}: {error}",
                     client=self._clients.get(client_id),
                     error=e,
                 )
-
-    def _writeEach(self, frame: Frame, exclude: Collection[str]) -> int:
-        sent = 0
-        for client in list(self._clients.values()):
-            if client.id in exclude:
-                continue
-            proto = client.protocol
-            if proto is None:
-                continue
-            try:
-                proto.writeFrame(frame)
-            except NotConnectedError:
-                continue
-            except ConnectionError as e:
-                _log.warn("broadcast skipped {client}: {error}", client=client, error=e)
                 continue
             sent += 1
+        self._deliveries += sent
         return sent

@@ -40,7 +40,8 @@ L{flow} (send and receive windows).
 from twcomms.errors import QueueFullError, ReactorThreadError, SendTimeoutError
 from twcomms.options import FlowControl
 from twcomms.threaded.client import Client
-from twcomms.threaded.server import ConnectedClient, Server
+from twcomms.threaded.connected import ConnectedClient
+from twcomms.threaded.server import Server
 
 __all__ = [
     "Client",

@@ -1,6 +1,5 @@
 """
-The threaded C{Server} (the original's API) and the L{ConnectedClient}
-its callbacks get.
+The threaded C{Server}: the original's API, with rooms.
 
 Thread: every public method may be called from any thread.
 """
@@ -8,131 +7,28 @@ Thread: every public method may be called from any thread.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from functools import partial
-from threading import get_ident
 from typing import Any
 
 from twisted.logger import Logger
 
-from twcomms.connection import CloseReason, PauseReason
-from twcomms.errors import ClientGoneError, ConnectionClosedError
+from twcomms.connection import CloseReason
+from twcomms.errors import ClientGoneError
 from twcomms.options import ConnectionOptions, FlowControl, Options, ServerOptions
-from twcomms.server import ClientHandle, CommsServerFactory
+from twcomms.server import ClientHandle, CommsServerFactory, check_room
 from twcomms.threaded.base import Endpoint, given_options
-from twcomms.threaded.callbacks import Inbox
+from twcomms.threaded.connected import ConnectedClient
 from twcomms.threaded.dispatch import Outbox, SerialQueue, WorkerPool
 from twcomms.threaded.eventloop import EventLoop
-from twcomms.threaded.flow import DrainTracker, ReceiveWindow, SendWindow
+from twcomms.threaded.rooms import Rooms
 
-__all__ = ["ConnectedClient", "Server"]
+__all__ = ["Server"]
 
 #: The option sections a threaded Server takes.
 SECTIONS = (ConnectionOptions, ServerOptions, FlowControl)
 
 _log = Logger()
-
-
-class ConnectedClient:
-    """
-    A client connected to a threaded L{Server}, as the server's callbacks
-    see it (the original passed a C{Client}; its examples read C{address}
-    and C{port} and call C{send()}).
-
-    Thread: any thread may use it.
-
-    @ivar id: a string, unique for this connection.
-    @ivar address: the peer's host.
-    @ivar port: the peer's port.
-    @ivar close_reason: why it closed, once it has (a L{CloseReason}).
-    """
-
-    def __init__(
-        self,
-        handle: ClientHandle,
-        *,
-        flow: FlowControl,
-        loop: EventLoop,
-        pool: WorkerPool,
-        encode: Callable[[Any], bytes],
-        outbox: Outbox,
-        on_message: Callable[..., None],
-    ) -> None:
-        """
-        Made by a L{Server} (reactor thread) for each client: C{flow}, the
-        C{loop} and the C{pool} are the server's, C{encode} its encoder,
-        C{outbox} carries sends to the reactor, C{on_message(client,
-        message)} fires its message callbacks.
-        """
-        self.id = handle.id
-        self.address = handle.address
-        self.port = handle.port
-        self.connected_at = handle.connected_at
-        self.close_reason: CloseReason | None = None
-        self._handle = handle  # reactor thread only
-        self._loop = loop
-        self._encode = encode
-        self._outbox = outbox
-        self._closed = False
-        self._received_bytes = 0
-        self.events = SerialQueue(pool)
-        self._window = SendWindow.for_flow(flow)
-        self._drain = DrainTracker(self._window)
-        self._receive = ReceiveWindow(
-            flow.receive_high_count, flow.receive_high_bytes, loop.call_soon
-        )
-        self._inbox = Inbox(
-            self.events,
-            self._receive,
-            lambda message: on_message(self, message),
-            loop.reactor.callLater,
-        )
-
-    def __repr__(self) -> str:
-        state = "connected" if self.connected else f"closed: {self.close_reason}"
-        return f"<ConnectedClient {self.id} {self.address}:{self.port} {state}>"
-
-    @property
-    def connected(self) -> bool:
-        """
-        Whether this client is still connected.
-        """
-        return not self._closed
-
-    def send(self, message: Any) -> None:
-        """
-        Send one message to this client. It is encoded now (so a bad value
-        raises here) and written by the reactor thread. It returns at once
-        unless this client is not reading and over the send high-water mark
-        (see L{FlowControl}); then it waits for it to catch up.
-
-        @raise ClientGoneError: the client has disconnected.
-        @raise EncodeError: the message cannot be encoded.
-        @raise MessageTooLargeError: it is over the maximum message size.
-        @raise SendTimeoutError: it did not catch up within the send timeout.
-        """
-        if self._closed:
-            raise ClientGoneError(self.id)
-        payload = self._encode(message)
-        try:
-            if get_ident() == self._loop.reactor_ident:
-                # Never wait on the reactor thread: it drains the window.
-                self._window.add(len(payload) + 4)
-            else:
-                self._window.acquire(len(payload) + 4, self._describe)
-        except ConnectionClosedError:
-            raise ClientGoneError(self.id) from None
-        self._outbox.put((self, payload))
-
-    def close(self) -> None:
-        """
-        Close this client's connection after what was sent to it is
-        written. Does not wait.
-        """
-        self._outbox.put((self, None))
-
-    def _describe(self) -> str:
-        return f"client {self.id} ({self.address}:{self.port})"
 
 
 class Server(Endpoint):
@@ -209,6 +105,7 @@ class Server(Endpoint):
         # broadcasts in the order they were made.
         self._touched: set[ConnectedClient] = set()
         self._outbox = Outbox(self._loop.call_soon, self._write, self._flushed)
+        self._rooms = Rooms(self._room_change)
         self._started = False
         self._loop.register(self)
 
@@ -327,16 +224,76 @@ class Server(Endpoint):
         self,
         message: Any,
         exclude: Iterable[ConnectedClient | str] | ConnectedClient | str = (),
+        *,
+        room: str | None = None,
     ) -> None:
         """
-        Send C{message} to every connected client (except C{exclude}). It is
-        encoded once, now (a bad value raises here); never waits.
+        Send C{message} to every connected client, or to every member of
+        C{room}, except C{exclude}. It is encoded once, now (a bad value
+        raises here); never waits. It goes out in order with what this
+        thread sent, joined and left before it.
+
+        @raise InvalidRoomError: C{room} is not a valid room name.
         """
+        if room is not None:
+            check_room(room)
         frame = self._factory.encode(message)
         if isinstance(exclude, (ConnectedClient, str)):
             exclude = (exclude,)
         ids = frozenset(c.id if isinstance(c, ConnectedClient) else c for c in exclude)
-        self._outbox.put((ids, frame))
+        self._outbox.put(((ids, room), frame))
+
+    # -- rooms ------------------------------------------------------------
+
+    def join(self, client: ConnectedClient | str, room: str) -> bool:
+        """
+        Put a client (or the client with this id) in C{room}: a room is
+        made by its first member and gone when its last leaves, and a client
+        leaves every room when it disconnects. C{True} if it was not in it
+        already. Takes effect in order with this thread's sends and
+        broadcasts.
+
+        @raise ClientGoneError: that client is not connected.
+        @raise InvalidRoomError: C{room} is not a valid room name.
+        """
+        return self._rooms.join(self._client(client), room)
+
+    def leave(self, client: ConnectedClient | str, room: str) -> bool:
+        """
+        Take a client out of C{room}; C{True} if it was in it.
+        """
+        return self._rooms.leave(self._client(client), room)
+
+    def rooms_of(self, client: ConnectedClient | str) -> frozenset[str]:
+        """
+        The rooms a client is in.
+        """
+        return self._rooms.rooms_of(self._client(client))
+
+    def members(self, room: str) -> list[ConnectedClient]:
+        """
+        The clients in C{room}, in the order they joined.
+        """
+        return self._rooms.members(room)
+
+    def rooms(self) -> list[str]:
+        """
+        The rooms that have members.
+        """
+        return self._rooms.rooms()
+
+    def _client(self, client: ConnectedClient | str) -> ConnectedClient:
+        if isinstance(client, ConnectedClient):
+            return client
+        with self._lock:
+            found = self._clients.get(client)
+        if found is None:
+            raise ClientGoneError(client)
+        return found
+
+    def _room_change(self, change: str, client: ConnectedClient, room: str) -> None:
+        # Any thread: carried to the reactor in order with sends.
+        self._outbox.put((change, (client, room)))
 
     def sendTo(self, message: Any, client: ConnectedClient | str | int = 0) -> None:
         """
@@ -370,52 +327,47 @@ class Server(Endpoint):
         # Reactor thread: a batch of sends is written.
         touched, self._touched = self._touched, set()
         for client in touched:
-            client._drain.flushed()
+            client.sent()
 
     def _write(self, item: tuple[Any, Any]) -> None:
-        # Reactor thread: one queued send, broadcast or close.
+        # Reactor thread: one queued send or close (to a client), broadcast
+        # (to (ids, room)) or room change ("join"/"leave", (client, room)).
         target, payload = item
-        if isinstance(target, frozenset):
-            self._factory.clients.broadcast(payload, target)
+        if type(target) is not ConnectedClient:
+            self._write_other(target, payload)
             return
-        client: ConnectedClient = target
-        handle = client._handle
-        if payload is None:
-            handle.close()
+        if target.write_now(payload):
+            self._touched.add(target)
+
+    def _write_other(self, target: Any, payload: Any) -> None:
+        if isinstance(target, tuple):
+            ids, room = target
+            if room is None:
+                self._factory.clients.broadcast(payload, ids)
+            else:
+                self._factory.clients.broadcast(payload, ids, room)
             return
-        if not handle.connected or handle.protocol is None:
-            client._window.release(len(payload) + 4)
-            _log.warn(
-                "a message to client {id} was not sent: it disconnected "
-                "({reason}) before the message could be written",
-                id=handle.id,
-                reason=handle.close_reason,
-            )
-            return
+        client, room = payload
         try:
-            client._drain.write(handle.protocol, payload)
-            self._touched.add(client)
-        except Exception:
-            client._window.release(len(payload) + 4)
-            _log.failure("sending to client {id} failed", id=handle.id)
+            if target == "join":
+                self._factory.join(client.handle, room)
+            else:
+                self._factory.leave(client.handle, room)
+        except ClientGoneError:
+            pass  # it disconnected meanwhile: in no room now
 
     # -- Twisted-level events (reactor thread) --------------------------------
 
     def _on_connect(self, handle: ClientHandle) -> None:
         client = ConnectedClient(
             handle,
+            self,
             flow=self._flow,
             loop=self._loop,
             pool=self._pool,
             encode=self._encode,
             outbox=self._outbox,
             on_message=self._message_callbacks.fire,
-        )
-        proto = handle.protocol
-        assert proto is not None
-        client._receive.attach(
-            partial(proto.pauseReading, PauseReason.RECEIVE_WINDOW),
-            partial(proto.resumeReading, PauseReason.RECEIVE_WINDOW),
         )
         with self._lock:
             self._clients[handle.id] = client
@@ -424,19 +376,15 @@ class Server(Endpoint):
     def _on_message(self, handle: ClientHandle, message: Any) -> None:
         client = self._clients.get(handle.id)
         if client is not None:
-            received = handle.bytes_in
-            client._inbox.add(message, received - client._received_bytes)
-            client._received_bytes = received
+            client.received(message)
 
     def _on_close(self, handle: ClientHandle, reason: CloseReason) -> None:
         with self._lock:
             client = self._clients.pop(handle.id, None)
         if client is None:
             return
-        client._inbox.flush()  # its last messages before its close event
-        client._closed = True
-        client.close_reason = reason
-        client._window.close(f"disconnected ({reason})")
+        client.disconnected(reason)
+        self._rooms.forget(client)
         client.events.put(self._close_callbacks.fire, client)
         with self._lock:
             if self._stopping_queues is not None:

@@ -37,7 +37,6 @@ import itertools
 from typing import Any
 
 from twisted.internet.address import IPv4Address, UNIXAddress
-from twisted.internet.defer import Deferred, DeferredQueue
 from twisted.internet.error import (
     ConnectionLost,
     ConnectionRefusedError,
@@ -49,7 +48,7 @@ from twisted.python.failure import Failure
 from twisted.test import iosim
 from zope.interface import implementer
 
-__all__ = ["MemoryNetwork", "Received"]
+__all__ = ["MemoryNetwork"]
 
 _MAX_PUMPS = 100_000
 
@@ -308,51 +307,3 @@ class _NetworkReactor(MemoryReactorClock):
         self.connectors.append(connector)
         connector.connect()
         return connector
-
-
-class Received:
-    """
-    The messages a client or a server receives, for tests over real
-    sockets: give it as the C{on_message} callable, then wait for each
-    message with a bound.
-
-        received = Received()
-        client = CommsClientFactory(on_message=received)
-        ...
-        message = yield received.next()          # or: await received.next()
-
-    Thread: the reactor thread (it is an event callable of the Twisted API).
-
-    @ivar senders: who sent each message so far (the client factory, or
-        the server's C{ClientHandle}), in order.
-    """
-
-    def __init__(self, clock: Any = None) -> None:
-        """
-        @param clock: the clock for timeouts; default the global reactor.
-        """
-        self._clock = clock
-        self._queue: DeferredQueue[Any] = DeferredQueue()
-        self.senders: list[Any] = []
-
-    def __call__(self, sender: Any, message: Any) -> None:
-        self.senders.append(sender)
-        self._queue.put(message)
-
-    @property
-    def waiting(self) -> int:
-        """
-        Messages received and not yet taken by L{next}.
-        """
-        return len(self._queue.pending)
-
-    def next(self, timeout: float = 5.0) -> Deferred[Any]:
-        """
-        A L{Deferred} firing with the next message, or failing with
-        C{twisted.internet.defer.TimeoutError} if none arrives within
-        C{timeout} seconds (a test fails instead of hanging).
-        """
-        clock = self._clock
-        if clock is None:
-            from twisted.internet import reactor as clock
-        return self._queue.get().addTimeout(timeout, clock)
