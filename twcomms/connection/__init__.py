@@ -14,7 +14,8 @@ from twcomms.connection.interfaces import (
     PauseReason,
 )
 from twcomms.connection.protocol import CommsProtocol
-from twcomms.connection.writer import STREAM_ABOVE, FrameWriter
+from twcomms.connection.queue import STREAM_ABOVE, OutboundQueue
+from twcomms.connection.writer import FrameWriter
 from twcomms.options import SlowConsumerPolicy
 
 __all__ = [
@@ -24,6 +25,7 @@ __all__ = [
     "FrameWriter",
     "MessageReceiver",
     "MessageSender",
+    "OutboundQueue",
     "PauseReason",
     "SlowConsumerPolicy",
 ]

@@ -61,6 +61,9 @@ class PauseReason(str, enum.Enum):
     PRODUCER = "producer"
     #: The threaded API's callbacks have too many messages in hand.
     RECEIVE_WINDOW = "receive window"
+    #: The hub relays this client's messages to clients that are behind
+    #: (over the drain high-water mark): TCP then slows the sender.
+    PACING = "pacing"
 
     def __str__(self) -> str:
         return self.value

@@ -171,6 +171,8 @@ class CommsProtocol(FrameReceiver):
             self.MAX_LENGTH,
             options.effective_outbound_limit,
             options.slow_consumer_policy,
+            options.stall_timeout,
+            self.clock,
         )
         writer.register()
         if options.idle_timeout is not None:

@@ -28,9 +28,11 @@ from typing import Any
 from twisted.application import strports
 from twisted.application.internet import TimerService
 from twisted.application.service import MultiService, Service
+from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.python import usage
 
+from twcomms.connection import PauseReason
 from twcomms.options import Options as CommsOptions
 from twcomms.options import from_arguments, twistd_parameters
 from twcomms.server import (
@@ -39,6 +41,7 @@ from twcomms.server import (
     CommsServerFactory,
     listen_description,
 )
+from twcomms.server.pacing import when_drained
 
 __all__ = ["MODES", "Options", "makeService"]
 
@@ -206,9 +209,31 @@ class Hub:
 
     def relay(self, client: ClientHandle, message: Any) -> None:
         self.factory.broadcast(message, exclude=client, as_value=True)
+        self._pace(client, self.factory.whenDrained())
 
     def echo(self, client: ClientHandle, message: Any) -> None:
         client.write_frame(self.factory.encode(message, as_value=True))
+        proto = client.protocol
+        if proto is not None and proto.writer is not None:
+            marks = self.factory.options.server
+            self._pace(
+                client,
+                when_drained(
+                    [proto.writer], marks.drain_high_water, marks.drain_low_water
+                ),
+            )
+
+    def _pace(self, client: ClientHandle, drained: Deferred[None]) -> None:
+        """
+        While the clients this one's messages go to are behind (over the
+        drain high-water mark), stop reading from it -- TCP then slows it
+        down -- until they have caught up or been dropped as stalled.
+        """
+        proto = client.protocol
+        if drained.called or proto is None:
+            return
+        proto.pauseReading(PauseReason.PACING)
+        drained.addBoth(lambda _: proto.resumeReading(PauseReason.PACING))
 
 
 class _Stats:

@@ -37,6 +37,7 @@ from twcomms.wire.framing import (
 __all__ = [
     "DEFAULT_HANDSHAKE_TIMEOUT",
     "DEFAULT_OUTBOUND_HEADROOM",
+    "DEFAULT_STALL_TIMEOUT",
     "SECTIONS",
     "ConnectionOptions",
     "FlowControl",
@@ -51,6 +52,15 @@ _MiB = 1024 * 1024
 
 #: The default outbound limit is the maximum message size plus this.
 DEFAULT_OUTBOUND_HEADROOM = _MiB
+
+#: Seconds bytes may wait for a peer that reads none of them before it is
+#: closed as a slow consumer. Long enough for TCP to retransmit through a
+#: brief outage (a few seconds of backed-off retransmissions) and for a
+#: slow peer to take one 1 MiB slice at 100 KB/s; short enough that a
+#: peer that has stopped reading pins its queue (up to the drain marks, or
+#: the outbound limit) only that long. Engine.IO waits 25 + 20 s for a
+#: missed heartbeat; a stalled reader is a surer sign than a silent one.
+DEFAULT_STALL_TIMEOUT = 10.0
 
 #: Seconds a TLS connection may take to complete its handshake before it is
 #: aborted (close reason C{handshake timeout}): a peer that opens a TLS
@@ -141,6 +151,16 @@ class ConnectionOptions:
         metavar="POLICY",
     )
 
+    stall_timeout: float | None = option(
+        DEFAULT_STALL_TIMEOUT,
+        "Close a connection (reason slow consumer) when bytes have waited "
+        "for its peer this many seconds without a single byte of them being "
+        "read. A peer that reads, however slowly, makes progress at least "
+        "once per 1 MiB it takes, so it is never dropped. None (or 0): never.",
+        read_timeout,
+        metavar="SECONDS",
+    )
+
     codec: Codec = field(init=False, repr=False, compare=False)
     #: The C{struct} format of the length header (from C{byteOrder}).
     structFormat: str = field(init=False, repr=False, compare=False)
@@ -158,6 +178,8 @@ class ConnectionOptions:
                 f"max_message_size must be between 1 and {MAX_FRAME_PAYLOAD} "
                 f"(what a 4-byte header can announce), not {size}"
             )
+        stall = check_timeout("stall_timeout", self.stall_timeout)
+        set_field(self, "stall_timeout", stall)
         set_field(
             self, "idle_timeout", check_timeout("idle_timeout", self.idle_timeout)
         )
@@ -203,9 +225,28 @@ class ServerOptions:
         read_whole_or_none,
         metavar="N",
     )
+    drain_high_water: int = option(
+        8 * _MiB,
+        "Bytes waiting for one client above which a broadcaster paces "
+        "itself: whenDrained() waits, and the hub stops reading the client "
+        "whose messages it relays, until every recipient is under "
+        "drain_low_water (or was dropped).",
+        read_whole,
+        metavar="BYTES",
+    )
+    drain_low_water: int = option(
+        2 * _MiB, "See drain_high_water.", read_whole, metavar="BYTES"
+    )
 
     def __post_init__(self) -> None:
         check_int("max_clients", self.max_clients, 0, none=True)
+        check_int("drain_high_water", self.drain_high_water, 0)
+        check_int("drain_low_water", self.drain_low_water, 0)
+        if self.drain_low_water > self.drain_high_water:
+            raise ValueError(
+                f"need drain_low_water ({self.drain_low_water}) <= "
+                f"drain_high_water ({self.drain_high_water})"
+            )
 
 
 @dataclass(frozen=True)

@@ -42,6 +42,7 @@ from twcomms.errors import ClientGoneError, DecodeError
 from twcomms.options import ConnectionOptions, Options, ServerOptions
 from twcomms.server.endpoints import server_endpoint
 from twcomms.server.handle import ClientHandle
+from twcomms.server.pacing import when_drained
 from twcomms.server.registry import ClientRegistry, LocalClientRegistry, check_room
 from twcomms.wire.codecs import Codec
 from twcomms.wire.framing import Frame, check_size
@@ -360,6 +361,28 @@ class CommsServerFactory(ServerFactory):
             # (Registries written before rooms take two arguments.)
             return self.clients.broadcast(frame, ids)
         return self.clients.broadcast(frame, ids, room)
+
+    def whenDrained(self, room: str | None = None) -> Deferred[None]:
+        """
+        Pace a broadcasting loop to its healthy clients: a L{Deferred} that
+        fires at once if no client (of C{room}) has more than the
+        C{drain_high_water} option's bytes waiting for it, else once every
+        one is under C{drain_low_water} or was dropped (a client that stops
+        reading is closed after C{stall_timeout}: see
+        L{twcomms.server.pacing}).
+
+            for frame in frames:
+                server.broadcast(frame)
+                yield server.whenDrained()
+        """
+        handles = self.clients if room is None else self.clients.members(room)
+        writers = [
+            h.protocol.writer
+            for h in handles
+            if h.protocol is not None and h.protocol.writer is not None
+        ]
+        marks = self.options.server
+        return when_drained(writers, marks.drain_high_water, marks.drain_low_water)
 
     # -- rooms ------------------------------------------------------------
 

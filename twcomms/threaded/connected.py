@@ -140,6 +140,29 @@ class ConnectedClient:
         """
         self._outbox.put((self, None))
 
+    def reserve(self, size: int) -> bool:
+        """
+        Take C{size} bytes of this client's send window for a broadcast,
+        waiting while it is over its high-water mark (never on the reactor
+        thread); C{False} if the client is gone.
+
+        @raise SendTimeoutError: it did not catch up within the send timeout.
+        """
+        try:
+            if get_ident() == self._loop.reactor_ident:
+                self._window.add(size)
+            else:
+                self._window.acquire(size, self._describe)
+        except ConnectionClosedError:
+            return False
+        return True
+
+    def unreserve(self, size: int) -> None:
+        """
+        Give back what L{reserve} took, for a broadcast that was not sent.
+        """
+        self._window.release(size)
+
     def join(self, room: str) -> bool:
         """
         Put this client in C{room} (see L{Server.join}).
@@ -189,6 +212,18 @@ class ConnectedClient:
             self._window.release(len(payload) + 4)
             _log.failure("sending to client {id} failed", id=handle.id)
             return False
+        return True
+
+    def broadcast_written(self, size: int) -> bool:
+        """
+        A broadcast of C{size} bytes it had reserved went to its connection;
+        C{True} if its window is released with the batch (L{sent}). Reactor
+        thread.
+        """
+        proto = self.handle.protocol
+        if proto is None or not self.handle.connected:
+            return False
+        self._drain.track(proto, size)
         return True
 
     def sent(self) -> None:

@@ -263,8 +263,14 @@ class DrainTracker:
         """
         Send C{payload} on C{proto} (exceptions propagate: nothing written).
         """
-        size = len(payload) + 4
         proto.sendString(payload)
+        self.track(proto, len(payload) + 4)
+
+    def track(self, proto: CommsProtocol, size: int) -> None:
+        """
+        C{size} bytes were handed to C{proto} (by a send, or a broadcast):
+        release them once they are on their way.
+        """
         if proto.writePaused:
             self._paused_bytes += size
             if not self._waiting:
@@ -287,15 +293,8 @@ class DrainTracker:
         Send C{payloads} on C{proto} in one write (exceptions propagate:
         nothing written).
         """
-        size = sum(len(p) for p in payloads) + 4 * len(payloads)
         proto.sendStrings(payloads)
-        if proto.writePaused:
-            self._paused_bytes += size
-            if not self._waiting:
-                self._waiting = True
-                proto.whenDrained().addBoth(self._drained)
-        else:
-            self._sent_bytes += size
+        self.track(proto, sum(len(p) for p in payloads) + 4 * len(payloads))
 
     def _drained(self, result: object) -> None:
         # Drained, or the connection closed (bytes in flight are then lost

@@ -230,9 +230,23 @@ class Server(Endpoint):
         """
         Send C{message} to every connected client, or to every member of
         C{room}, except C{exclude}. It is encoded once, now (a bad value
-        raises here); never waits. It goes out in order with what this
-        thread sent, joined and left before it.
+        raises here), and goes out in order with what this thread sent,
+        joined and left before it.
 
+        A broadcasting loop goes at the pace of the clients that keep up:
+        the message takes room in each recipient's send window (the one
+        C{sendTo} uses; see L{FlowControl}), so while a recipient has more
+        than C{send_high_water} bytes waiting, this waits until it is under
+        C{send_low_water}. A recipient that has stopped reading is closed
+        once its queue has made no progress for C{stall_timeout} seconds
+        (reason C{slow consumer}), and the loop goes on without it. On the
+        reactor thread it never waits. Inside a message callback it blocks
+        that connection's callbacks only; if every worker thread is blocked
+        so, messages wait in the receive windows (reading pauses) until
+        the slow clients are dropped.
+
+        @raise SendTimeoutError: a recipient did not catch up within
+            C{send_timeout}; nobody got this message (it is all or nothing).
         @raise InvalidRoomError: C{room} is not a valid room name.
         """
         if room is not None:
@@ -241,7 +255,20 @@ class Server(Endpoint):
         if isinstance(exclude, (ConnectedClient, str)):
             exclude = (exclude,)
         ids = frozenset(c.id if isinstance(c, ConnectedClient) else c for c in exclude)
-        self._outbox.put(((ids, room), frame))
+        recipients = self.clients if room is None else self._rooms.members(room)
+        size = frame.size
+        reserved: list[ConnectedClient] = []
+        try:
+            for client in recipients:
+                # Each recipient's window, shared with sendTo: wait while it
+                # is over high water (a stalled one is closed meanwhile).
+                if client.id not in ids and client.reserve(size):
+                    reserved.append(client)
+        except BaseException:
+            for client in reserved:
+                client.unreserve(size)
+            raise
+        self._outbox.put(((ids, room, reserved), frame))
 
     # -- rooms ------------------------------------------------------------
 
@@ -341,11 +368,15 @@ class Server(Endpoint):
 
     def _write_other(self, target: Any, payload: Any) -> None:
         if isinstance(target, tuple):
-            ids, room = target
+            ids, room, reserved = target
             if room is None:
                 self._factory.clients.broadcast(payload, ids)
             else:
                 self._factory.clients.broadcast(payload, ids, room)
+            size = payload.size
+            for client in reserved:
+                if client.broadcast_written(size):
+                    self._touched.add(client)
             return
         client, room = payload
         try:
