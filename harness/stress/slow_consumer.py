@@ -16,10 +16,16 @@ from harness.stress.reactor import LOCAL_TCP, Counter, Slots, bounded
 from harness.stress.result import Result, mib
 from harness.stress.scale import TWISTED_BUFFER, MiB, Scale
 
-#: Slow consumer settings: message size, maximum message size and outbound
-#: limit of the server (explicit, so the bound below is known).
+#: Slow consumer settings: message size, maximum message size, outbound
+#: limit and drain marks of the server (explicit, so the bound below is
+#: known; the high-water mark is under the outbound limit, so a reader
+#: that keeps up is paced to, never closed).
 SLOW_MESSAGE = 1 * MiB
 SLOW_OUTBOUND_LIMIT = 4 * MiB
+SLOW_DRAIN_HIGH = 2 * MiB
+SLOW_DRAIN_LOW = MiB // 2
+#: A stalled client is dropped after this long (the default is 10 s).
+SLOW_STALL = 2.0
 
 
 def slow_consumer_bound(fast: int, slow: int) -> int:
@@ -28,15 +34,16 @@ def slow_consumer_bound(fast: int, slow: int) -> int:
     client, what may be queued before it is closed (the outbound limit,
     Twisted's pause threshold and one frame), counted twice because
     Twisted joins a transport's pending writes into one buffer (a copy) when
-    it writes; per fast client, the pause threshold and one frame (the
-    broadcaster waits for fast clients to drain), also twice; the frame
+    it writes; per fast client, the drain high-water mark, the pause
+    threshold and one frame (the broadcaster paces itself with
+    C{whenDrained()}), also twice; the frame
     being broadcast (twice: it is built from a slice of the pattern); and
     8 MiB for everything else. It does not depend on how much is
     broadcast in total.
     """
     frame_size = SLOW_MESSAGE + 4
     per_slow = 2 * (SLOW_OUTBOUND_LIMIT + TWISTED_BUFFER + frame_size)
-    per_fast = 2 * (TWISTED_BUFFER + frame_size)
+    per_fast = 2 * (SLOW_DRAIN_HIGH + TWISTED_BUFFER + frame_size)
     return slow * per_slow + fast * per_fast + 2 * frame_size + 8 * MiB
 
 
@@ -45,14 +52,14 @@ async def slow_consumer(scale: Scale, fast: int = 2, seed: int = 11) -> Result:
     The server broadcasts C{scale.slow_consumer_bytes} in 1 MiB messages to
     C{fast} clients that read (in a client process) and two that do not: a
     raw socket with a 4 KiB receive buffer that never reads, and a twcomms
-    client that stops reading after its first message. The broadcaster
-    waits for the fast clients to drain (C{whenDrained}), never for the slow
-    ones. The slow ones are closed (reason C{slow consumer}, logged) once
-    their outbound limit is exceeded; the fast ones get every message
-    intact and in order; the server's traced memory stays under
-    L{slow_consumer_bound}.
+    client that stops reading after its first message. The loop paces
+    itself only through the library: C{await server.whenDrained()} after
+    each broadcast, which waits while any client is over the drain
+    high-water mark -- the slow ones too, until they are closed (reason
+    C{slow consumer}, logged: past their outbound limit, or stalled). The
+    fast ones get every message intact and in order, and are never
+    closed; the server's traced memory stays under L{slow_consumer_bound}.
     """
-    from twisted.internet import defer
 
     from twcomms.connection import CloseReason
     from twcomms.server import CommsServerFactory
@@ -82,6 +89,9 @@ async def slow_consumer(scale: Scale, fast: int = 2, seed: int = 11) -> Result:
         "binary",
         max_message_size=SLOW_MESSAGE,
         outbound_limit=SLOW_OUTBOUND_LIMIT,
+        drain_high_water=SLOW_DRAIN_HIGH,
+        drain_low_water=SLOW_DRAIN_LOW,
+        stall_timeout=SLOW_STALL,
         on_message=on_message,
         on_close=lambda handle, reason: closed.fire(handle.id, reason),
     )
@@ -108,15 +118,7 @@ async def slow_consumer(scale: Scale, fast: int = 2, seed: int = 11) -> Result:
                     for h in slow_handles:
                         if h.id not in sent_to_slow_at_close and not h.connected:
                             sent_to_slow_at_close[h.id] = seq
-                    waits = [
-                        h.protocol.whenDrained()
-                        for h in fast_handles
-                        if h.protocol.writePaused
-                    ]
-                    if waits:
-                        await bounded(
-                            defer.gatherResults(waits), 30, "fast clients to drain"
-                        )
+                    await bounded(server.whenDrained(), 30, "the clients to drain")
                 peak = memory.peak
             outcome = await procs[0].wait_event("result", timeout)
             for h in slow_handles:

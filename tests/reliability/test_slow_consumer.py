@@ -3,19 +3,22 @@ Slow consumer: a client that never reads (and one that stops reading) while
 the server broadcasts C{scale.slow_consumer_bytes} (256 MiB at ci scale,
 1 GiB at full scale) in 1 MiB messages.
 
+The broadcasting loop paces itself only through the library (C{await
+server.whenDrained()} after each broadcast); 0 lost for the fast readers.
+
 Bound asserted (L{harness.stress.slow_consumer.slow_consumer_bound}): the
 server's traced memory (tracemalloc, in this process, which runs the
 server; the readers are in a client process) stays under, per slow client,
 twice (outbound limit + Twisted's 64 KiB pause threshold + one frame); per
-fast client, twice (64 KiB + one frame), as the broadcaster waits for them
-to drain; twice the frame being built; plus 8 MiB. "Twice" because
-Twisted joins a transport's pending writes into one buffer when it writes.
-With the scenario's outbound limit of 4 MiB, 2 fast and 2 slow clients,
-that is about 34.5 MiB, whatever the total broadcast.
+fast client, twice (the 2 MiB drain high-water mark + 64 KiB + one frame);
+twice the frame being built; plus 8 MiB. "Twice" because Twisted joins a
+transport's pending writes into one buffer when it writes. With the
+scenario's outbound limit of 4 MiB, 2 fast and 2 slow clients, that is
+about 42.5 MiB, whatever the total broadcast.
 
 Policy (README, "Flow control"): a client whose queued bytes would pass its
-outbound limit is closed with reason C{slow consumer} (logged); others are
-unaffected; C{broadcast()} never blocks.
+outbound limit, or whose queue makes no progress for C{stall_timeout}, is
+closed with reason C{slow consumer} (logged); others are unaffected.
 """
 
 from __future__ import annotations

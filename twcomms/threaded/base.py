@@ -54,7 +54,16 @@ class Endpoint:
         pool: WorkerPool | None,
         keep_process_alive: bool,
     ) -> None:
-        self.options = Options.build(options, door=door, sections=sections, **keywords)
+        built = Options.build(options, door=door, sections=sections, **keywords)
+        connection, flow = built.connection, built.flow
+        if connection.outbound_limit is None:
+            # The send window bounds what waits for a peer; the outbound
+            # limit is the bound of last resort behind it, so by default it
+            # leaves room for a full window and one largest message.
+            window = flow.send_high_water + connection.max_message_size + 4
+            if window > connection.effective_outbound_limit:
+                built = Options.build(built, outbound_limit=window)
+        self.options = built
         self._flow = self.options.flow
         self._loop = event_loop if event_loop is not None else get_event_loop()
         self._pool = pool if pool is not None else default_pool()

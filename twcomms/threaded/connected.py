@@ -108,6 +108,15 @@ class ConnectedClient:
         """
         return not self._closed
 
+    @property
+    def send_pending(self) -> int:
+        """
+        Bytes accepted by C{send()}, C{sendTo} and C{broadcast()} for this
+        client and not yet on their way to it (its send window; see
+        L{FlowControl}).
+        """
+        return self._window.pending
+
     def send(self, message: Any) -> None:
         """
         Send one message to this client. It is encoded now (so a bad value
