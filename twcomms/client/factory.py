@@ -52,6 +52,7 @@ from twcomms.connection.events import call_each, callback_list
 from twcomms.connection.timers import cancel_call, default_reactor
 from twcomms.errors import DecodeError, GaveUpError, NotConnectedError
 from twcomms.options import ConnectionOptions, Options, ReconnectOptions
+from twcomms.options.readback import ConnectionReadback
 from twcomms.wire.codecs import Codec
 
 __all__ = ["CLIENT_SECTIONS", "STABLE_AFTER", "CommsClientFactory"]
@@ -76,7 +77,7 @@ ClientDecodeErrorCallback = Callable[["CommsClientFactory", DecodeError], object
 STABLE_AFTER = 1.0
 
 
-class CommsClientFactory(ReconnectingClientFactory):
+class CommsClientFactory(ConnectionReadback, ReconnectingClientFactory):
     """
     Connects to a twcomms (or original Python Comms) server and, with
     C{autoReconnect}, reconnects with exponential back-off.
@@ -172,20 +173,6 @@ class CommsClientFactory(ReconnectingClientFactory):
         # Every protocol built and not yet lost (one in a TLS handshake is
         # not the connection yet, but stop() must end it too).
         self._protocols: set[CommsProtocol] = set()
-
-    # The options, read back under their keyword names.
-
-    @property
-    def codec(self) -> Codec:
-        return self.options.connection.codec
-
-    @property
-    def byteOrder(self) -> str:
-        return self.options.connection.byteOrder
-
-    @property
-    def max_message_size(self) -> int:
-        return self.options.connection.max_message_size
 
     def __repr__(self) -> str:
         state = "connected" if self.connection else "not connected"

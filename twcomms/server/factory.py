@@ -40,6 +40,7 @@ from twcomms.connection.events import call_each, callback_list
 from twcomms.connection.timers import cancel_call, default_reactor
 from twcomms.errors import ClientGoneError, DecodeError
 from twcomms.options import ConnectionOptions, Options, ServerOptions
+from twcomms.options.readback import ConnectionReadback
 from twcomms.server.endpoints import server_endpoint
 from twcomms.server.handle import ClientHandle
 from twcomms.server.pacing import when_drained
@@ -60,7 +61,7 @@ MessageCallback = Callable[[ClientHandle, Any], object]
 DecodeErrorCallback = Callable[[ClientHandle, DecodeError], object]
 
 
-class CommsServerFactory(ServerFactory):
+class CommsServerFactory(ConnectionReadback, ServerFactory):
     """
     Builds a L{CommsProtocol} per connection and tracks the connected
     clients as L{ClientHandle}s.
@@ -143,20 +144,6 @@ class CommsServerFactory(ServerFactory):
         self.connections: set[CommsProtocol] = set()
         self._stopping = False
         self._registryRunning = False
-
-    # The options, read back under their keyword names.
-
-    @property
-    def codec(self) -> Codec:
-        return self.options.connection.codec
-
-    @property
-    def byteOrder(self) -> str:
-        return self.options.connection.byteOrder
-
-    @property
-    def max_message_size(self) -> int:
-        return self.options.connection.max_message_size
 
     @property
     def max_clients(self) -> int | None:

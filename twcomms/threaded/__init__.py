@@ -24,7 +24,9 @@ Threads:
     only its own connection.
   - Methods that wait (C{start}, C{stop}, C{connect}, C{close}) raise
     L{ReactorThreadError} when called on the reactor thread, where they
-    would deadlock. C{send} and C{broadcast} never wait for the reactor.
+    would deadlock. C{send} and C{broadcast} never wait for the reactor;
+    they wait only for a peer that is behind (its send window), and never
+    on the reactor thread.
   - A callback that raises is logged with its traceback (stdlib
     C{logging}, logger C{twcomms...}); nothing else stops.
 

@@ -15,6 +15,7 @@ from typing import Any
 from twisted.logger import Logger
 
 from twcomms.options import Options
+from twcomms.options.readback import ConnectionReadback
 from twcomms.threaded.callbacks import Callbacks
 from twcomms.threaded.dispatch import SerialQueue, WorkerPool, default_pool
 from twcomms.threaded.eventloop import EventLoop, get_event_loop
@@ -37,7 +38,7 @@ def given_options(keywords: dict[str, Any], **positional: Any) -> None:
 _log = Logger()
 
 
-class Endpoint:
+class Endpoint(ConnectionReadback):
     """
     The base of L{twcomms.threaded.Server} and L{twcomms.threaded.Client}.
 
@@ -74,20 +75,6 @@ class Endpoint:
         # Set while stopped/closed (wait() waits for it).
         self._done = threading.Event()
         self._done.set()
-
-    # -- settings, read back ----------------------------------------------
-
-    @property
-    def messageDataType(self) -> str:
-        return self.options.connection.codec.name
-
-    @property
-    def byteOrder(self) -> str:
-        return self.options.connection.byteOrder
-
-    @property
-    def max_message_size(self) -> int:
-        return self.options.connection.max_message_size
 
     # -- the original's callback methods ------------------------------------
 

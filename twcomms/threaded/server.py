@@ -78,8 +78,9 @@ class Server(Endpoint):
             L{ServerOptions} or L{FlowControl} (C{max_message_size},
             C{max_clients}, C{idle_timeout}, C{outbound_limit},
             C{send_timeout}, ...), or a whole section (C{flow=FlowControl(...)});
-            see C{docs/options.md}. C{broadcast} never blocks for a slow
-            client; C{outbound_limit} closes it.
+            see C{docs/options.md}. C{broadcast} waits for clients that
+            are behind (see L{broadcast}); one that stops reading is closed
+            after C{stall_timeout}.
         @param keep_process_alive: while started, keep the process alive
             after the main script ends (the original's behaviour; default).
         """
