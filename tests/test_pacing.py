@@ -79,11 +79,16 @@ def test_bytes_for_a_full_transport_wait_in_the_connection_queue() -> None:
     peer = Peer(server)
     peer.handle.send(b"before")
     peer.fill()
+    # A full transport still takes a slice's worth (the fast path)...
+    peer.handle.send(b"s" * (MiB - 100))
+    assert peer.writer.queued == 0
+    # ...and past that, bytes wait here, not in the transport.
     for i in range(3):
-        peer.handle.send(b"x%d" % i)
-    assert peer.writer.queued == 3 * (4 + 2)  # held here, not given away
-    assert list(parse(peer.transport.value())) == [b"before"]
-    assert peer.drain()[1:] == [b"x0", b"x1", b"x2"]
+        peer.handle.send(b"x%d" % i * 100)
+    assert peer.writer.queued == 3 * (4 + 200)
+    assert peer.drain() == [b"before", b"s" * (MiB - 100)] + [
+        b"x%d" % i * 100 for i in range(3)
+    ]
     assert peer.writer.queued == 0
 
 
@@ -93,7 +98,7 @@ def test_a_queue_without_progress_for_stall_timeout_is_a_slow_consumer() -> None
     server.on_close.append(lambda client, reason: closed.append(reason))
     peer = Peer(server)
     peer.fill()
-    peer.handle.send(b"y" * 1000)
+    peer.handle.send(b"y" * (2 * MiB))  # over the transport's share: queued
     clock.advance(4.9)
     assert not peer.transport.disconnecting and peer.proto.closeReason is None
     clock.advance(0.2)

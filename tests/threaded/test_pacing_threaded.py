@@ -219,9 +219,12 @@ def test_send_to_and_broadcast_from_two_threads_share_one_window(
             t.join(60)
         reader.join(60)
         assert not reader.is_alive()
-        # One budget: the window never held much more than its high-water
-        # mark plus one message from each thread.
-        assert max(windows) <= high + 2 * (size + 9), max(windows)
+        # One budget: the window never held more than its high-water mark,
+        # plus what may be on its way to the reactor when a broadcast
+        # passes (broadcasts are counted into the windows once per reactor
+        # batch, and those in flight are bounded by another high-water
+        # mark), plus one message from each thread.
+        assert max(windows) <= 2 * high + 2 * (size + 9), max(windows)
     finally:
         if out and isinstance(out[0], socket.socket):
             out[0].close()

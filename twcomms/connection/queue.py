@@ -242,7 +242,22 @@ class OutboundQueue:
                     part = memoryview(part)
             streaming.append(part)
         self._queued += queued
+        if self._paused:
+            # Nothing can be written now; the stall timer runs from the
+            # first byte that waits.
+            if self.stallTimeout is not None and (
+                self._stall is None or not self._stall.running
+            ):
+                self._stallTimer().start()
+            return
         self._pump()
+
+    def _stallTimer(self) -> Timeout:
+        if self._stall is None:
+            clock = self._clock or default_reactor()
+            assert self.stallTimeout is not None
+            self._stall = Timeout(self.stallTimeout, self._stalled, clock)
+        return self._stall
 
     def _pump(self) -> None:
         """
@@ -273,9 +288,23 @@ class OutboundQueue:
                     streaming.popleft()
                     part.done.callback(None)
             else:
-                self._queued -= len(part)
-                transport.write(part)
+                # Small parts (a flood of small messages) go out together,
+                # up to a slice: one write, as the transport would have made.
                 streaming.popleft()
+                size = len(part)
+                if streaming and size < STREAM_SLICE and type(streaming[0]) is bytes:
+                    batch = [part]
+                    while (
+                        streaming
+                        and type(streaming[0]) is bytes
+                        and size + len(streaming[0]) <= STREAM_SLICE
+                    ):
+                        nxt = streaming.popleft()
+                        batch.append(nxt)
+                        size += len(nxt)
+                    part = b"".join(batch)
+                self._queued -= size
+                transport.write(part)
         if streaming is not self._streaming:
             return  # aborted meanwhile
         if not streaming:
@@ -289,13 +318,11 @@ class OutboundQueue:
                 transport.loseConnection()
         elif self.stallTimeout is not None:
             # Data waits: closed if it makes no progress for stallTimeout.
-            if self._stall is None:
-                clock = self._clock or default_reactor()
-                self._stall = Timeout(self.stallTimeout, self._stalled, clock)
-            if progress and self._stall.running:
-                self._stall.reset()
+            stall = self._stallTimer()
+            if progress and stall.running:
+                stall.reset()
             else:
-                self._stall.start()
+                stall.start()
         if self._belowWaiters and self._queued < before:
             self._wakeBelow()
 

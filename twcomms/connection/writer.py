@@ -40,7 +40,18 @@ from twcomms.errors import SlowConsumerError
 from twcomms.options import SlowConsumerPolicy
 from twcomms.wire.framing import JOIN_LIMIT, Frame, check_size, header_struct
 
-__all__ = ["STREAM_ABOVE", "STREAM_SLICE", "FrameWriter", "WriterOwner"]
+__all__ = [
+    "STREAM_ABOVE",
+    "STREAM_SLICE",
+    "TRANSPORT_SHARE",
+    "FrameWriter",
+    "WriterOwner",
+]
+
+#: Bytes a full transport still takes directly (see L{FrameWriter}); the
+#: rest waits in the connection's queue. One slice: the peer's progress
+#: then shows at least once per slice and a bit.
+TRANSPORT_SHARE = STREAM_SLICE
 
 _log = Logger()
 
@@ -104,7 +115,7 @@ class FrameWriter(OutboundQueue):
             check_size(length, self.maxLength)  # raises, with the message
         self._admit(length + 4)
         header = self._pack(length)
-        if self.writePaused or length > STREAM_ABOVE:
+        if self._mustQueue() or length > STREAM_ABOVE:
             self._stream((header, string))
         elif length <= JOIN_LIMIT:
             self.transport.write(header + string)
@@ -133,7 +144,7 @@ class FrameWriter(OutboundQueue):
             total += length
             largest = max(largest, length)
         self._admit(total + 4 * len(strings))
-        if self.writePaused or largest > STREAM_ABOVE:
+        if self._mustQueue() or largest > STREAM_ABOVE:
             self._stream(parts)
         else:
             # One joined write: Twisted's writeSequence loops over the parts
@@ -149,7 +160,7 @@ class FrameWriter(OutboundQueue):
         """
         self._admit(frame.size)
         parts = frame.parts
-        if self.writePaused or frame.size > STREAM_ABOVE:
+        if self._mustQueue() or frame.size > STREAM_ABOVE:
             self._stream(parts)
         elif len(parts) == 1:
             self.transport.write(parts[0])
@@ -164,7 +175,7 @@ class FrameWriter(OutboundQueue):
         broadcasts), holding C{payloadBytes} of payload.
         """
         self._admit(len(data))
-        if self.writePaused:
+        if self._mustQueue():
             self._stream((data,))
         else:
             self.transport.write(data)
@@ -198,6 +209,17 @@ class FrameWriter(OutboundQueue):
         self.messagesSent += 1
         self.bytesSent += size
         return source.done
+
+    def _mustQueue(self) -> bool:
+        """
+        Whether what was just admitted waits in the queue rather than going
+        to the transport: behind what already waits, or once more than
+        L{TRANSPORT_SHARE} bytes went to the transport since it filled (up
+        to that, a full transport takes them as it always did: the fast
+        path, and fewer wake-ups; beyond it, the queue keeps the transport's
+        buffer small, so the peer's progress shows).
+        """
+        return self._streaming is not None or self._queuedWhilePaused > TRANSPORT_SHARE
 
     def _admit(self, size: int) -> None:
         """

@@ -149,28 +149,22 @@ class ConnectedClient:
         """
         self._outbox.put((self, None))
 
-    def reserve(self, size: int) -> bool:
+    @property
+    def behind(self) -> bool:
         """
-        Take C{size} bytes of this client's send window for a broadcast,
-        waiting while it is over its high-water mark (never on the reactor
-        thread); C{False} if the client is gone.
+        Whether its send window is over its high-water mark (and has not
+        drained to the low-water mark since): a broadcast waits for it.
+        """
+        return self._window.blocked
 
-        @raise SendTimeoutError: it did not catch up within the send timeout.
+    def wait_until_caught_up(self, deadline: float | None) -> None:
         """
-        try:
-            if get_ident() == self._loop.reactor_ident:
-                self._window.add(size)
-            else:
-                self._window.acquire(size, self._describe)
-        except ConnectionClosedError:
-            return False
-        return True
+        Wait while it is L{behind} (returns at once if it is gone). Not on
+        the reactor thread.
 
-    def unreserve(self, size: int) -> None:
+        @raise SendTimeoutError: still behind at C{deadline}.
         """
-        Give back what L{reserve} took, for a broadcast that was not sent.
-        """
-        self._window.release(size)
+        self._window.wait_unblocked(deadline, self._describe)
 
     def join(self, room: str) -> bool:
         """
@@ -225,13 +219,15 @@ class ConnectedClient:
 
     def broadcast_written(self, size: int) -> bool:
         """
-        A broadcast of C{size} bytes it had reserved went to its connection;
-        C{True} if its window is released with the batch (L{sent}). Reactor
-        thread.
+        Broadcasts of C{size} bytes in all went to its connection: they
+        count in its send window (shared with C{send}) until they are on
+        their way. C{True} if they are released with the batch (L{sent}).
+        Reactor thread.
         """
         proto = self.handle.protocol
         if proto is None or not self.handle.connected:
             return False
+        self._window.add(size)
         self._drain.track(proto, size)
         return True
 

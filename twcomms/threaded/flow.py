@@ -104,6 +104,39 @@ class SendWindow:
             if self.pending > self.high:
                 self._blocked = True
 
+    @property
+    def blocked(self) -> bool:
+        """
+        Whether it is over its high-water mark and has not yet drained to
+        its low-water mark (read without a lock: a hint, then
+        L{wait_unblocked}).
+        """
+        return self._blocked
+
+    def wait_unblocked(
+        self, deadline: float | None, describe: Callable[[], str]
+    ) -> bool:
+        """
+        Wait until it is not blocked (drained to its low-water mark);
+        C{False} if the connection closed first. Any thread but the
+        reactor's.
+
+        @param deadline: a C{time.monotonic()} value, or L{None}: no limit.
+        @raise SendTimeoutError: still blocked at C{deadline}.
+        """
+        with self._cond:
+            while self._blocked and self._closed is None:
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    raise SendTimeoutError(
+                        f"{describe()} is not reading: {self.pending} bytes "
+                        f"are waiting to be sent (high-water mark {self.high}) "
+                        f"and it did not catch up within {self.timeout} "
+                        f"seconds; nothing was sent"
+                    )
+                self._cond.wait(remaining)
+            return self._closed is None
+
     def add(self, size: int) -> None:
         """
         Account for C{size} bytes without waiting (reactor thread, or a

@@ -7,8 +7,10 @@ Thread: every public method may be called from any thread.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterable
 from functools import partial
+from threading import get_ident
 from typing import Any
 
 from twisted.logger import Logger
@@ -21,6 +23,7 @@ from twcomms.threaded.base import Endpoint, given_options
 from twcomms.threaded.connected import ConnectedClient
 from twcomms.threaded.dispatch import Outbox, SerialQueue, WorkerPool
 from twcomms.threaded.eventloop import EventLoop
+from twcomms.threaded.flow import SendWindow
 from twcomms.threaded.rooms import Rooms
 
 __all__ = ["Server"]
@@ -107,6 +110,12 @@ class Server(Endpoint):
         self._touched: set[ConnectedClient] = set()
         self._outbox = Outbox(self._loop.call_soon, self._write, self._flushed)
         self._rooms = Rooms(self._room_change)
+        # Broadcasts on their way to the reactor (bounded like a window),
+        # and, per reactor batch, what they add to the clients' windows.
+        self._in_flight = SendWindow.for_flow(self._flow)
+        self._in_flight_batch = 0
+        self._to_all = 0
+        self._to_some: dict[str, int] = {}
         self._started = False
         self._loop.register(self)
 
@@ -256,20 +265,22 @@ class Server(Endpoint):
         if isinstance(exclude, (ConnectedClient, str)):
             exclude = (exclude,)
         ids = frozenset(c.id if isinstance(c, ConnectedClient) else c for c in exclude)
-        recipients = self.clients if room is None else self._rooms.members(room)
         size = frame.size
-        reserved: list[ConnectedClient] = []
-        try:
+        if get_ident() != self._loop.reactor_ident:
+            recipients = self.clients if room is None else self._rooms.members(room)
+            timeout = self._flow.send_timeout
+            deadline = None if timeout is None else time.monotonic() + timeout
             for client in recipients:
-                # Each recipient's window, shared with sendTo: wait while it
-                # is over high water (a stalled one is closed meanwhile).
-                if client.id not in ids and client.reserve(size):
-                    reserved.append(client)
-        except BaseException:
-            for client in reserved:
-                client.unreserve(size)
-            raise
-        self._outbox.put(((ids, room, reserved), frame))
+                # Wait while a recipient's window (shared with sendTo) is
+                # over high water; a stalled one is closed meanwhile. A
+                # lock-free read per recipient: the common case costs that.
+                if client.behind and client.id not in ids:
+                    client.wait_until_caught_up(deadline)
+            # Broadcasts on their way to the reactor, bounded too.
+            self._in_flight.acquire(size, self._describe_in_flight)
+        else:
+            self._in_flight.add(size)
+        self._outbox.put(((ids, room), frame))
 
     # -- rooms ------------------------------------------------------------
 
@@ -352,10 +363,25 @@ class Server(Endpoint):
         target.send(message)
 
     def _flushed(self) -> None:
-        # Reactor thread: a batch of sends is written.
+        # Reactor thread: a batch of sends and broadcasts is written. The
+        # broadcasts count in each recipient's window, once per batch.
+        to_all, self._to_all = self._to_all, 0
+        to_some, self._to_some = self._to_some, {}
+        if to_all or to_some:
+            touched = self._touched
+            for client_id, client in self._clients.items():
+                size = to_all + to_some.get(client_id, 0)
+                if size and client.broadcast_written(size):
+                    touched.add(client)
+        in_flight, self._in_flight_batch = self._in_flight_batch, 0
+        if in_flight:
+            self._in_flight.release(in_flight)
         touched, self._touched = self._touched, set()
         for client in touched:
             client.sent()
+
+    def _describe_in_flight(self) -> str:
+        return f"the server on port {self.port} (broadcasts waiting for its reactor)"
 
     def _write(self, item: tuple[Any, Any]) -> None:
         # Reactor thread: one queued send or close (to a client), broadcast
@@ -369,15 +395,23 @@ class Server(Endpoint):
 
     def _write_other(self, target: Any, payload: Any) -> None:
         if isinstance(target, tuple):
-            ids, room, reserved = target
+            ids, room = target
+            size = payload.size
+            self._in_flight_batch += size
             if room is None:
                 self._factory.clients.broadcast(payload, ids)
+                if not ids:
+                    # Counted into every window once per batch (_flushed).
+                    self._to_all += size
+                    return
+                handles: Iterable[ClientHandle] = self._factory.clients
             else:
                 self._factory.clients.broadcast(payload, ids, room)
-            size = payload.size
-            for client in reserved:
-                if client.broadcast_written(size):
-                    self._touched.add(client)
+                handles = self._factory.members(room)
+            extra = self._to_some
+            for handle in handles:
+                if handle.id not in ids:
+                    extra[handle.id] = extra.get(handle.id, 0) + size
             return
         client, room = payload
         try:
