@@ -115,7 +115,12 @@ class FrameWriter(OutboundQueue):
             check_size(length, self.maxLength)  # raises, with the message
         self._admit(length + 4)
         header = self._pack(length)
-        if self._mustQueue() or length > STREAM_ABOVE:
+        # (_mustQueue, inlined: this is the per-message path.)
+        if (
+            self._streaming is not None
+            or self._queuedWhilePaused > TRANSPORT_SHARE
+            or length > STREAM_ABOVE
+        ):
             self._stream((header, string))
         elif length <= JOIN_LIMIT:
             self.transport.write(header + string)

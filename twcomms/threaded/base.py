@@ -66,6 +66,9 @@ class Endpoint(ConnectionReadback):
                 built = Options.build(built, outbound_limit=window)
         self.options = built
         self._flow = self.options.flow
+        # Read on every send (the per-message path): kept at hand.
+        self._codec_encode = built.connection.codec.encode
+        self._max_size = built.connection.max_message_size
         self._loop = event_loop if event_loop is not None else get_event_loop()
         self._pool = pool if pool is not None else default_pool()
         self._keep_alive = keep_process_alive
@@ -149,10 +152,9 @@ class Endpoint(ConnectionReadback):
         @raise EncodeError: it cannot be encoded.
         @raise MessageTooLargeError: it is over the maximum message size.
         """
-        connection = self.options.connection
-        payload = connection.codec.encode(message)
-        if len(payload) > connection.max_message_size:
-            check_size(len(payload), connection.max_message_size)  # raises
+        payload = self._codec_encode(message)
+        if len(payload) > self._max_size:
+            check_size(len(payload), self._max_size)  # raises, with the message
         return payload
 
     def _finish(

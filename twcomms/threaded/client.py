@@ -36,6 +36,7 @@ from twcomms.threaded.callbacks import Inbox
 from twcomms.threaded.dispatch import Outbox, SerialQueue, WorkerPool
 from twcomms.threaded.eventloop import EventLoop
 from twcomms.threaded.flow import DrainTracker, ReceiveWindow, SendWindow
+from twcomms.wire.framing import check_size
 
 __all__ = ["Client"]
 
@@ -371,8 +372,12 @@ class Client(Endpoint):
             raise ConnectionClosedError(
                 f"client to {self._where()}: {self._closed_why}; nothing was sent"
             )
-        payload = self._encode(message)
-        size = len(payload) + 4
+        # (Endpoint._encode, inlined: this is the per-message path.)
+        payload = self._codec_encode(message)
+        size = len(payload)
+        if size > self._max_size:
+            check_size(size, self._max_size)  # raises, with the message
+        size += 4
         # (EventLoop.in_reactor_thread, inlined: this is the per-message path.)
         if get_ident() == self._loop.reactor_ident:
             # Never wait on the reactor thread: it is what drains the window.

@@ -91,6 +91,7 @@ class ConnectedClient:
         )
         proto = handle.protocol
         assert proto is not None
+        self._proto = proto
         # Reading pauses, for this reason, while its callbacks fall behind.
         self._receive.attach(
             partial(proto.pauseReading, PauseReason.RECEIVE_WINDOW),
@@ -241,7 +242,7 @@ class ConnectedClient:
         """
         A message from it, for its callbacks. Reactor thread.
         """
-        received = self.handle.bytes_in
+        received = self._proto.bytesReceived
         self._inbox.add(message, received - self._received_bytes)
         self._received_bytes = received
 
