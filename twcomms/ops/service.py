@@ -35,6 +35,7 @@ from twisted.python import usage
 from twcomms.connection import PauseReason
 from twcomms.options import Options as CommsOptions
 from twcomms.options import from_arguments, twistd_parameters
+from twcomms.options.spec import read_seconds, read_whole
 from twcomms.server import (
     SERVER_SECTIONS,
     ClientHandle,
@@ -51,41 +52,24 @@ _log = Logger()
 MODES = ("broadcast", "echo", "sink")
 
 
-def _count(option: str) -> Callable[[str], int]:
+def _flag(
+    option: str, read: Callable[[str], Any], doc: str, maximum: int | None = None
+) -> Callable[[str], Any]:
     """
-    A coercer for a whole number >= 0 whose errors name C{option}.
+    A twistd coercer from one of the options' readers, whose errors name
+    C{option} (C{--port must be >= 0, not -1}).
     """
 
-    def coerce(value: str) -> int:
+    def coerce(value: str) -> Any:
         try:
-            n = int(value)
-        except ValueError:
-            raise ValueError(f"{option} takes a whole number, not {value!r}") from None
-        if n < 0:
-            raise ValueError(f"{option} must be >= 0, not {n}")
-        if option == "--port" and n > 65535:
-            raise ValueError(f"--port must be 0-65535, not {n}")
-        return n
+            result = read(value)
+        except ValueError as e:
+            raise ValueError(f"{option} {e}") from None
+        if maximum is not None and result > maximum:
+            raise ValueError(f"{option} must be 0-{maximum}, not {result}")
+        return result
 
-    coerce.coerceDoc = "A whole number >= 0."  # type: ignore[attr-defined]
-    return coerce
-
-
-def _seconds(option: str) -> Callable[[str], float]:
-    """
-    A coercer for a number of seconds >= 0 whose errors name C{option}.
-    """
-
-    def coerce(value: str) -> float:
-        try:
-            f = float(value)
-        except ValueError:
-            raise ValueError(f"{option} takes seconds, not {value!r}") from None
-        if f < 0:
-            raise ValueError(f"{option} must be >= 0 seconds, not {f}")
-        return f
-
-    coerce.coerceDoc = "Seconds."  # type: ignore[attr-defined]
+    coerce.coerceDoc = doc  # type: ignore[attr-defined]
     return coerce
 
 
@@ -105,7 +89,13 @@ class Options(usage.Options):
     # The hub's own options, then every connection and server option,
     # generated from twcomms.options (one definition for every front door).
     optParameters = [
-        ["port", "p", None, "TCP port to listen on, on --interface", _count("--port")],
+        [
+            "port",
+            "p",
+            None,
+            "TCP port to listen on, on --interface",
+            _flag("--port", read_whole, "A whole number >= 0.", 65535),
+        ],
         ["interface", "i", "", "Interface for --port (default: all IPv4)."],
         ["mode", "m", "broadcast", f"What to do with messages: {', '.join(MODES)}."],
         [
@@ -113,7 +103,7 @@ class Options(usage.Options):
             None,
             60.0,
             "Seconds between one-line stats logs; 0 turns them off",
-            _seconds("--stats-interval"),
+            _flag("--stats-interval", read_seconds, "Seconds."),
         ],
         [
             "app",
