@@ -390,18 +390,14 @@ class CommsServerFactory(ConnectionReadback, ServerFactory):
         Take a client out of C{room}; C{True} if it was in it. A client
         leaves every room when it disconnects.
         """
-        handle = self.clients.get(
-            client.id if isinstance(client, ClientHandle) else client
-        )
+        handle = self.clients.get(_id(client))
         return handle is not None and self.clients.leave(handle, room)
 
     def rooms_of(self, client: ClientHandle | str) -> frozenset[str]:
         """
         The rooms a client is in (none once it has disconnected).
         """
-        handle = self.clients.get(
-            client.id if isinstance(client, ClientHandle) else client
-        )
+        handle = self.clients.get(_id(client))
         return frozenset() if handle is None else self.clients.rooms_of(handle)
 
     def members(self, room: str) -> list[ClientHandle]:

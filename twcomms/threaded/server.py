@@ -352,14 +352,8 @@ class Server(Endpoint):
                     f"sendTo index {client}, but {len(clients)} clients are connected"
                 )
             target = clients[client]
-        elif isinstance(client, str):
-            with self._lock:
-                found = self._clients.get(client)
-            if found is None:
-                raise ClientGoneError(client)
-            target = found
         else:
-            target = client
+            target = self._client(client)
         target.send(message)
 
     def _flushed(self) -> None:
