@@ -19,8 +19,10 @@ from twcomms.ops.cli import parse_command
 from twcomms.ops.service import Options as TwistdOptions
 from twcomms.options import (
     SECTIONS,
+    AccessOptions,
     ConnectionOptions,
     FlowControl,
+    HelloOptions,
     Options,
     ReconnectOptions,
     ServerOptions,
@@ -57,6 +59,17 @@ SAMPLES: dict[str, tuple[Any, str]] = {
     "send_high_water": (16 * _MiB, str(16 * _MiB)),
     "send_low_water": (_MiB, str(_MiB)),
     "send_timeout": (5.0, "5"),
+    "heartbeat_interval": (10.0, "10"),
+    "heartbeat_timeout": (5.0, "5"),
+    "request_timeout": (3.0, "3"),
+    "max_requests_in_flight": (8, "8"),
+    "extensions": (True, "yes"),
+    "extension_timeout": (2.0, "2"),
+    "accept_extensions": (False, "no"),
+    "require_auth": (True, "yes"),
+    "auth_timeout": (3.0, "3"),
+    "auth_max_failures": (2, "2"),
+    "auth_failure_window": (30.0, "30"),
     "receive_high_count": (100, "100"),
     "receive_high_bytes": (1_000_000, "1000000"),
     "offline_max_count": (10, "10"),
@@ -68,21 +81,31 @@ SAMPLES: dict[str, tuple[Any, str]] = {
 EXCLUDED: dict[str, dict[type, str]] = {
     "CommsServerFactory": {
         ReconnectOptions: "a server does not reconnect",
+        HelloOptions: "a server answers a hello; it sends none",
         FlowControl: "the threaded API's windows between user threads and "
         "the reactor; a Twisted program has no such threads",
     },
     "CommsClientFactory": {
         ServerOptions: "a client has no clients",
+        AccessOptions: "a client grants no access",
         FlowControl: "the threaded API's windows (see CommsServerFactory)",
     },
-    "Server": {ReconnectOptions: "a server does not reconnect"},
-    "Client": {ServerOptions: "a client has no clients"},
+    "Server": {
+        ReconnectOptions: "a server does not reconnect",
+        HelloOptions: "a server answers a hello; it sends none",
+    },
+    "Client": {
+        ServerOptions: "a client has no clients",
+        AccessOptions: "a client grants no access",
+    },
     "twistd comms / twcomms serve": {
         ReconnectOptions: "the hub is a server",
+        HelloOptions: "the hub answers hellos; it sends none",
         FlowControl: "the hub runs the Twisted API on the reactor thread",
     },
     "twcomms send / listen": {
         ServerOptions: "a client",
+        AccessOptions: "a client",
         ReconnectOptions: "each command makes one connection and reports how "
         "it ended (exit status 1 when it failed)",
         FlowControl: "it runs the Twisted API on the reactor thread",
@@ -206,7 +229,7 @@ def test_send_and_listen_take_every_option_as_a_flag() -> None:
             flag = dict(option_fields(section))[name].flag
             extra = ["--file", "x"] if command == "send" else []
             args = parse_command([command, "127.0.0.1:1", flag, text, *extra])
-            assert getattr(args.options, name) == value, (command, name)
+            assert _effective(args.options, section, name) == value, (command, name)
 
 
 def test_send_and_listen_have_no_flag_for_options_they_do_not_use(

@@ -20,19 +20,25 @@ if TYPE_CHECKING:
     from twisted.python.failure import Failure
 
 __all__ = [
+    "AuthenticationError",
     "ClientGoneError",
     "CommsError",
     "ConnectionClosedError",
     "DecodeError",
     "EncodeError",
+    "ExtensionsRefusedError",
     "GaveUpError",
+    "HelloError",
     "InvalidJSONError",
     "InvalidRoomError",
     "MessageTooLargeError",
     "NotConnectedError",
+    "NotNegotiatedError",
     "PayloadSourceError",
     "QueueFullError",
     "ReactorThreadError",
+    "RemoteError",
+    "RequestTimeoutError",
     "SendTimeoutError",
     "SlowConsumerError",
     "UnsupportedTypeError",
@@ -221,4 +227,60 @@ class InvalidRoomError(CommsError, ValueError):
     """
     A room name that is not a C{str} of 1 to 128 letters, digits and
     C{- _ . : / @ # + = ~ !}. Nothing was joined or sent.
+    """
+
+
+class NotNegotiatedError(CommsError, RuntimeError):
+    """
+    An extension (request/reply, rooms from the client, authentication) was
+    used on a connection that did not agree it: a plain peer (one that sent
+    no hello, like the original library or a Unity client), or a server that
+    declined the feature. Nothing was sent.
+    """
+
+
+class ExtensionsRefusedError(NotConnectedError):
+    """
+    A client asked for extensions (C{extensions=True}) and the server did
+    not answer its hello within C{extension_timeout}: it is not a twcomms
+    server, or it has extensions turned off. Use C{extensions="prefer"} to
+    fall back to the plain protocol, or C{extensions=False}.
+    """
+
+
+class RequestTimeoutError(CommsError, TimeoutError):
+    """
+    No reply to a request arrived within its timeout. A reply arriving later
+    is counted and dropped.
+    """
+
+
+class RemoteError(CommsError):
+    """
+    The peer answered a request with an error: its handler raised, or it
+    refused (a room, the request itself). No traceback crosses the wire.
+
+    @ivar type: the peer's name for the error (its exception's type name).
+    @ivar remote_message: the peer's message.
+    """
+
+    def __init__(self, error_type: str, message: str) -> None:
+        self.type = error_type
+        self.remote_message = message
+        super().__init__(f"{error_type}: {message}")
+
+
+class AuthenticationError(RemoteError, PermissionError):
+    """
+    The server refused this client's credentials (the connection is then
+    closed with reason C{auth failed}), or asked for credentials and none
+    were given.
+    """
+
+
+class HelloError(CommsError, ValueError):
+    """
+    A frame starts with the hello (or answer) magic of the extended
+    protocol but is not a valid hello; the message says what is wrong. (A
+    server then treats the connection as plain.)
     """

@@ -29,8 +29,11 @@ C{examples/twisted_client_service.py}).
 Thread: the reactor thread only. Nothing here blocks or starts a thread.
 
 (Over 500 lines: one class, C{ReconnectingClientFactory}'s overrides with
-the connection state and Deferreds they share; its receiver and endpoint
-factory are in L{twcomms.client.receiver}, TLS in L{twcomms.client.tls}.)
+the connection state and Deferreds they share, and the extended protocol's
+entry points (C{request}, C{join}, C{leave}, the fallback of
+C{extensions="prefer"}); its receiver and endpoint factory are in
+L{twcomms.client.receiver}, TLS in L{twcomms.client.tls}, the hello in
+L{twcomms.client.extended}.)
 """
 
 from __future__ import annotations
@@ -45,20 +48,33 @@ from twisted.internet.protocol import ReconnectingClientFactory
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from twcomms.client.extended import ask_room, client_hello
 from twcomms.client.receiver import ClientConnection, EndpointFactory
 from twcomms.client.tls import client_tls_options
 from twcomms.connection import CloseReason, CommsProtocol
 from twcomms.connection.events import call_each, callback_list
 from twcomms.connection.timers import cancel_call, default_reactor
-from twcomms.errors import DecodeError, GaveUpError, NotConnectedError
-from twcomms.options import ConnectionOptions, Options, ReconnectOptions
+from twcomms.errors import (
+    AuthenticationError,
+    DecodeError,
+    ExtensionsRefusedError,
+    GaveUpError,
+    NotConnectedError,
+)
+from twcomms.options import (
+    ConnectionOptions,
+    ExtensionOptions,
+    HelloOptions,
+    Options,
+    ReconnectOptions,
+)
 from twcomms.options.readback import ConnectionReadback
 from twcomms.wire.codecs import Codec
 
 __all__ = ["CLIENT_SECTIONS", "STABLE_AFTER", "CommsClientFactory"]
 
 #: The option sections a client uses.
-CLIENT_SECTIONS = (ConnectionOptions, ReconnectOptions)
+CLIENT_SECTIONS = (ConnectionOptions, ReconnectOptions, ExtensionOptions, HelloOptions)
 
 _log = Logger()
 
@@ -70,6 +86,7 @@ ClientCallback = Callable[["CommsClientFactory"], object]
 ClientCloseCallback = Callable[["CommsClientFactory", CloseReason], object]
 ClientMessageCallback = Callable[["CommsClientFactory", Any], object]
 ClientDecodeErrorCallback = Callable[["CommsClientFactory", DecodeError], object]
+ClientRequestHandler = Callable[["CommsClientFactory", Any], Any]
 
 
 #: Seconds a connection must stay up before the reconnect delay and the
@@ -91,6 +108,11 @@ class CommsClientFactory(ConnectionReadback, ReconnectingClientFactory):
     @ivar on_message: callables C{f(client, message)}, called per message.
     @ivar on_decode_error: callables C{f(client, error)}, per frame that did
         not decode.
+    @ivar on_request: callables C{f(client, message)} answering the server's
+        requests on an extended connection: the first to return something
+        other than L{None} (or a Deferred firing with it) is the reply.
+    @ivar plain_only: with C{extensions="prefer"}, set once a server did
+        not answer the hello: later connections are plain.
     @ivar address: what was connected to: C{(host, port)} or a UNIX path.
     @ivar scheduled_delays: the reconnection delays scheduled so far, in
         seconds (for logs and tests).
@@ -117,6 +139,8 @@ class CommsClientFactory(ConnectionReadback, ReconnectingClientFactory):
         on_message: Iterable[ClientMessageCallback] | ClientMessageCallback = (),
         on_decode_error: Iterable[ClientDecodeErrorCallback]
         | ClientDecodeErrorCallback = (),
+        on_request: Iterable[ClientRequestHandler] | ClientRequestHandler = (),
+        credentials: Any = None,
         **keywords: Any,
     ) -> None:
         """
@@ -133,6 +157,10 @@ class CommsClientFactory(ConnectionReadback, ReconnectingClientFactory):
         @param reactor: the reactor to connect with and the clock for
             delays; default the global reactor.
         @param rng: the random generator for jitter (seed one in tests).
+        @param on_request: a callable or callables for L{on_request}.
+        @param credentials: with C{extensions}, sent (encoded as a message)
+            to authenticate once the server has answered the hello; the
+            connection counts as made once they are accepted. Never logged.
         @raise TypeError: an unknown option.
         @raise ValueError: an option out of range.
         """
@@ -161,6 +189,17 @@ class CommsClientFactory(ConnectionReadback, ReconnectingClientFactory):
         self.on_decode_error: list[ClientDecodeErrorCallback] = callback_list(
             on_decode_error
         )
+        self.on_request: list[ClientRequestHandler] = callback_list(on_request)
+        self._credentials = (
+            None
+            if credentials is None
+            else self.options.connection.codec.encode(credentials)
+        )
+        if self._credentials is not None and not self.options.hello.extensions:
+            raise ValueError("credentials= needs extensions=True (or 'prefer')")
+        # extensions="prefer" and the server did not answer: plain from now.
+        self.plain_only = False
+        self._fallBack = False
         self.scheduled_delays: list[float] = []
         self.failures = 0
         self._stopped = False
@@ -271,8 +310,13 @@ class CommsClientFactory(ConnectionReadback, ReconnectingClientFactory):
 
     def buildProtocol(self, addr: Any) -> CommsProtocol:
         receiver = ClientConnection(self)
+        options = self.options
+        wanted = options.hello.extensions and not self.plain_only
         proto = CommsProtocol(
-            receiver, options=self.options.connection, clock=self.reactor
+            receiver,
+            options=options.connection,
+            clock=self.reactor,
+            negotiation=client_hello(options, self._credentials) if wanted else None,
         )
         receiver.protocol = proto
         self._protocols.add(proto)
@@ -347,6 +391,53 @@ class CommsClientFactory(ConnectionReadback, ReconnectingClientFactory):
                 f"before sending"
             )
         proto.sendMessage(message)
+
+    @property
+    def identity(self) -> str | None:
+        """
+        Who the server says we are, once authenticated (L{None}: not).
+        """
+        return self.connection.identity if self.connection is not None else None
+
+    def request(self, message: Any, timeout: float | None = -1.0) -> Deferred[Any]:
+        """
+        Send C{message} as a request on the extended connection; a
+        L{Deferred} for the server's reply (see L{CommsProtocol.request};
+        default timeout: the C{request_timeout} option). It fails with
+        L{NotConnectedError} when not connected, and C{NotNegotiatedError}
+        on a plain connection.
+        """
+        try:
+            return self._connection().request(message, timeout)
+        except Exception:
+            return fail()
+
+    def join(self, room: str, timeout: float | None = -1.0) -> Deferred[bool]:
+        """
+        Ask the server to put this connection in C{room}: C{True} if it
+        was not in it, C{False} if it was; fails with C{RemoteError}
+        (C{RoomRefused}) if the server's policy refuses.
+        """
+        return ask_room(self.connection, room, True, self._timeout(timeout))
+
+    def leave(self, room: str, timeout: float | None = -1.0) -> Deferred[bool]:
+        """
+        Ask the server to take this connection out of C{room} (as L{join}).
+        """
+        return ask_room(self.connection, room, False, self._timeout(timeout))
+
+    def _timeout(self, timeout: float | None) -> float | None:
+        if timeout is not None and timeout < 0:
+            return self.options.extended.request_timeout
+        return timeout
+
+    def _connection(self) -> CommsProtocol:
+        proto = self.connection
+        if proto is None:
+            raise NotConnectedError(
+                f"not connected to {self._where()}; wait for whenConnected()"
+            )
+        return proto
 
     def stop(self) -> Deferred[None]:
         """
@@ -449,6 +540,12 @@ class CommsClientFactory(ConnectionReadback, ReconnectingClientFactory):
         self._afterConnection(connector)
 
     def _afterConnection(self, connector: IConnector) -> None:
+        if self._fallBack:
+            # extensions="prefer" and no answer: again at once, plain.
+            self._fallBack = False
+            if not self._stopped:
+                connector.connect()
+                return
         if self.continueTrying:
             self.connector = connector
             self.retry()
@@ -492,9 +589,14 @@ class CommsClientFactory(ConnectionReadback, ReconnectingClientFactory):
             self._maybeStopped()
             return
         if proto is None or proto is not self.connection:
-            # Never became a connection (a TLS handshake failed).
+            # Never became a connection (a TLS handshake failed, or the
+            # extended protocol's negotiation).
             self.failures += 1
             self._lastFailure = failure
+            error = proto.negotiationError if proto is not None else None
+            if error is not None:
+                self._negotiationFailed(error)
+                return
             _log.warn(
                 "connection to {where} failed before it was established: {error}",
                 where=self._where(),
@@ -510,6 +612,21 @@ class CommsClientFactory(ConnectionReadback, ReconnectingClientFactory):
             d.callback(reason)
         self._maybeStopped()
 
+    def _negotiationFailed(self, error: Exception) -> None:
+        self._lastFailure = Failure(error)
+        if isinstance(error, ExtensionsRefusedError):
+            if self.options.hello.extensions == "prefer":
+                _log.warn(
+                    "{where} does not speak twcomms extensions; connecting "
+                    "plain, now and on every reconnection",
+                    where=self._where(),
+                )
+                self.plain_only = True
+                self._fallBack = True
+        elif isinstance(error, AuthenticationError):
+            # The same credentials would be refused again.
+            self.stopTrying()
+
     def _maybeStopped(self) -> None:
         if self._stopped and self.connection is None and not self._protocols:
             waiters, self._stoppedWaiters = self._stoppedWaiters, []
@@ -523,8 +640,12 @@ class CommsClientFactory(ConnectionReadback, ReconnectingClientFactory):
             for d in waiters:
                 d.errback(error)
 
-    def _gaveUpError(self) -> GaveUpError:
+    def _gaveUpError(self) -> Exception:
         last = self._lastFailure
+        if last is not None and isinstance(
+            last.value, (ExtensionsRefusedError, AuthenticationError)
+        ):
+            return last.value
         detail = f": {last.getErrorMessage()}" if last is not None else ""
         return GaveUpError(
             f"stopped trying to connect to {self._where()}{detail}", last

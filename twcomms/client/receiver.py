@@ -10,12 +10,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from twisted.internet.defer import Deferred
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from twcomms.connection import CloseReason, CommsProtocol
-from twcomms.connection.events import call_each
+from twcomms.connection.events import call_each, first_answer
 from twcomms.errors import DecodeError
 
 if TYPE_CHECKING:
@@ -49,6 +50,9 @@ class ClientConnection:
                 f(factory, message)
             except Exception:
                 _log.failure("on_message callback {callback!r} raised", callback=f)
+
+    def requestReceived(self, message: Any) -> Deferred[Any]:
+        return first_answer(self.factory.on_request, self.factory, message)
 
     def messageDecodeFailed(self, error: DecodeError) -> None:
         call_each(self.factory.on_decode_error, "on_decode_error", self.factory, error)

@@ -10,9 +10,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.logger import Logger
 
-__all__ = ["call_each", "callback_list"]
+from twcomms.errors import RemoteError
+
+__all__ = ["call_each", "callback_list", "first_answer"]
 
 _log = Logger()
 
@@ -38,3 +41,25 @@ def call_each(callbacks: list[Callable[..., object]], event: str, *args: Any) ->
             _log.failure(
                 "{event} callback {callback!r} raised", event=event, callback=f
             )
+
+
+def first_answer(handlers: list[Callable[..., Any]], *args: Any) -> Deferred[Any]:
+    """
+    The answer to a request: C{handlers} are asked in order with C{args},
+    and the first to return something other than L{None} (or a Deferred
+    firing with it) answers; if none does, the answer is L{None}. With no
+    handlers at all, it fails with L{RemoteError} C{NoHandler}.
+    """
+    handlers = list(handlers)
+    if not handlers:
+        d: Deferred[Any] = Deferred()
+        d.errback(RemoteError("NoHandler", "this peer answers no requests"))
+        return d
+
+    def ask(index: int) -> Deferred[Any]:
+        answer = maybeDeferred(handlers[index], *args)
+        if index + 1 < len(handlers):
+            answer.addCallback(lambda r: ask(index + 1) if r is None else r)
+        return answer
+
+    return ask(0)

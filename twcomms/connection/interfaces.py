@@ -44,6 +44,14 @@ class CloseReason(str, enum.Enum):
     MAX_CLIENTS = "max clients"
     #: This side closed the connection (C{close()}).
     CLOSED = "closed"
+    #: An extended peer was silent for the heartbeat interval and timeout.
+    HEARTBEAT_TIMEOUT = "heartbeat timeout"
+    #: Authentication was refused, or required and not attempted.
+    AUTH_FAILED = "auth failed"
+    #: The server requires authentication and none came in time.
+    AUTH_TIMEOUT = "auth timeout"
+    #: The client asked for extensions and the server did not answer.
+    EXTENSION_TIMEOUT = "extension timeout"
 
     def __str__(self) -> str:
         return self.value

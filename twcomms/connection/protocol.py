@@ -14,6 +14,12 @@ factory's connection, or your own object. It gets the protocol (a
 L{MessageSender}) when the connection starts.
 
 Thread: the reactor thread only.
+
+(Over 500 lines: one class, the connection -- its lifecycle, receiving,
+reading paused by reason, sending, closing, and the extended protocol's
+entry points; each is worked out in its own module: L{FrameWriter},
+L{twcomms.connection.queue}, L{Channel}, L{twcomms.connection.negotiation},
+L{twcomms.connection.timers}.)
 """
 
 from __future__ import annotations
@@ -27,12 +33,20 @@ from twisted.internet.protocol import connectionDone
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from twcomms.connection.channel import Channel
 from twcomms.connection.interfaces import CloseReason, MessageReceiver, PauseReason
+from twcomms.connection.negotiation import Negotiation
 from twcomms.connection.timers import Timeout, default_reactor
 from twcomms.connection.writer import FrameWriter
-from twcomms.errors import ConnectionClosedError, DecodeError, NotConnectedError
+from twcomms.errors import (
+    ConnectionClosedError,
+    DecodeError,
+    NotConnectedError,
+    NotNegotiatedError,
+)
 from twcomms.options import ConnectionOptions, SlowConsumerPolicy
 from twcomms.wire.codecs import Codec
+from twcomms.wire.extended import CONTROL_OVERHEAD, MAX_EXTENDED_MESSAGE
 from twcomms.wire.framing import Frame, FrameReceiver, describe_peer
 
 __all__ = ["CommsProtocol"]
@@ -53,12 +67,25 @@ class CommsProtocol(FrameReceiver):
     @ivar messagesReceived: complete frames received (decoded or not).
     @ivar bytesReceived: payload bytes in those frames.
     @ivar decodeErrors: frames that failed to decode.
+    @ivar channel: the extended protocol's L{Channel} once agreed; L{None}
+        on a plain connection (the original's frames, for life).
+    @ivar identity: who the connection authenticated as, if it did.
+    @ivar negotiation: how the connection starts (a hello sent or
+        recognised) while it does: until then frames go to it, not to the
+        receiver (a server's first frame; a client's until the answer).
+        L{None} once the connection is plain or extended.
+    @ivar negotiationError: why a client's negotiation failed, if it did.
     """
 
     closeReason: CloseReason | None = None
     writer: FrameWriter | None = None
+    channel: Channel | None = None
+    identity: str | None = None
+    negotiationError: Exception | None = None
     _closing = False
-    _started = False
+    _begun = False
+    # The channel's silence timer (heartbeats), reset by every read.
+    _silence: Timeout | None = None
     _idle: Timeout | None = None
     _handshake: Timeout | None = None
     # Why reading is paused (PauseReason or a caller's own name); a set
@@ -73,6 +100,7 @@ class CommsProtocol(FrameReceiver):
         *,
         options: ConnectionOptions | None = None,
         clock: IReactorTime | None = None,
+        negotiation: Negotiation | None = None,
         **keywords: Any,
     ) -> None:
         """
@@ -86,6 +114,9 @@ class CommsProtocol(FrameReceiver):
             L{ConnectionOptions}: C{max_message_size}, C{idle_timeout},
             C{outbound_limit}, ...).
         @param clock: the clock for timeouts (default: the reactor).
+        @param negotiation: how the connection starts: a client's or a
+            server's hello (L{twcomms.connection.negotiation}); L{None}:
+            plain from the start.
         """
         if options is None:
             options = ConnectionOptions(
@@ -96,18 +127,30 @@ class CommsProtocol(FrameReceiver):
         self.receiver = receiver
         self._messageReceived = receiver.messageReceived
         self.options = options
-        self.codec = options.codec
         self._decode = options.codec.decode
         self._encode = options.codec.encode
-        self.structFormat = options.structFormat
-        self.MAX_LENGTH = options.max_message_size
+        # Set on the instance only where they differ from the class's
+        # defaults: every attribute is 8 bytes per connection (10,000
+        # connections are a design target).
+        if options.structFormat != self.structFormat:
+            self.structFormat = options.structFormat
+        if options.max_message_size != self.MAX_LENGTH:
+            self.MAX_LENGTH = options.max_message_size
         self._clock = clock
+        self.negotiation = negotiation
         self.messagesReceived = 0
         self.bytesReceived = 0
         self.decodeErrors = 0
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} peer={self.peer} codec={self.codec.name}>"
+
+    @property
+    def codec(self) -> Codec:
+        """
+        The L{Codec} of this connection's message data type.
+        """
+        return self.options.codec
 
     @property
     def clock(self) -> IReactorTime:
@@ -181,8 +224,7 @@ class CommsProtocol(FrameReceiver):
             )
             self._idle.start()
         if not INegotiated.providedBy(self.transport):
-            self._started = True
-            self.receiver.startReceivingMessages(self)
+            self._begin()
         elif options.handshake_timeout is not None:
             self._handshake = Timeout(
                 options.handshake_timeout, self._handshakeTimedOut, self.clock
@@ -205,9 +247,94 @@ class CommsProtocol(FrameReceiver):
         """
         if self._handshake is not None:
             self._handshake.stop()
-        if not self._started and not self._closing:
-            self._started = True
-            self.receiver.startReceivingMessages(self)
+        if not self._begun and not self._closing:
+            self._begin()
+
+    def _begin(self) -> None:
+        self._begun = True
+        if self.negotiation is None:
+            self.startReceiving()
+        else:
+            self.negotiation.begin(self)
+
+    def startReceiving(self) -> None:
+        """
+        Give the connection to the receiver (once negotiation, if any, is
+        done).
+        """
+        self.receiver.startReceivingMessages(self)
+
+    # -- the extended protocol ---------------------------------------------
+
+    @property
+    def extended(self) -> bool:
+        """
+        Whether the extended protocol was agreed on this connection.
+        """
+        return self.channel is not None
+
+    def extend(
+        self, features: dict[str, dict[str, Any]], answer: bytes | None = None
+    ) -> None:
+        """
+        The extended protocol is agreed with C{features}: control frames are
+        read and may be sent from now on. A server first writes C{answer},
+        the last plain frame it sends that is not a message.
+        """
+        limit = min(self.MAX_LENGTH, MAX_EXTENDED_MESSAGE)
+        self.MAX_LENGTH = limit
+        if answer is not None:
+            self._writer().sendString(answer)
+        writer = self._writer()
+        writer.maxLength = limit
+        self.controlLimit = limit + CONTROL_OVERHEAD
+        assert self.negotiation is not None
+        channel = Channel(self, features, self.negotiation.options)
+        self.channel = channel
+        channel.startHeartbeats(ping=answer is not None)
+        self._silence = channel.silence
+
+    def writeHello(self, hello: bytes) -> None:
+        """
+        Write a client's hello (the first frame).
+        """
+        self._writer().sendString(hello)
+
+    def controlReceived(self, body: bytes) -> None:
+        assert self.channel is not None  # controlLimit is 0 until extend()
+        self.channel.controlReceived(body)
+
+    def writeControl(
+        self, kind: int, body: bytes, request_id: int | None = None
+    ) -> None:
+        """
+        Write one control frame (see L{FrameWriter.writeControl}).
+        """
+        self._writer().writeControl(kind, body, request_id)
+
+    def request(self, message: Any, timeout: float | None = -1.0) -> Deferred[Any]:
+        """
+        Send C{message} as a request; a L{Deferred} firing with the peer's
+        reply (decoded as a message), or failing with C{RemoteError} (the
+        peer's handler raised), C{RequestTimeoutError} (after C{timeout}
+        seconds; default the C{request_timeout} option, L{None}: no limit),
+        or C{ConnectionClosedError}.
+
+        @raise NotNegotiatedError: a plain connection (the peer is not an
+            extended twcomms peer) or one that did not agree requests.
+        @raise ConnectionClosedError: the connection is closed or closing.
+        """
+        channel = self.channel
+        if channel is None:
+            raise NotNegotiatedError(
+                f"{self.peer} is a plain connection (no extensions agreed): "
+                f"request() needs a twcomms peer on both ends with extensions "
+                f"(Client(extensions=True)); send() works with any peer"
+            )
+        self._writer()  # raises if closed
+        if timeout is not None and timeout < 0:
+            timeout = channel.options.request_timeout
+        return channel.request(message, timeout)
 
     def timeoutConnection(self) -> None:
         """
@@ -228,9 +355,16 @@ class CommsProtocol(FrameReceiver):
         idle = self._idle
         if idle is not None:
             idle.reset()
+        silence = self._silence
+        if silence is not None:
+            silence.reset()
         super().dataReceived(data)
 
     def stringReceived(self, string: bytes) -> None:
+        negotiation = self.negotiation
+        if negotiation is not None:
+            negotiation.frameReceived(self, string)
+            return
         self.messagesReceived += 1
         self.bytesReceived += len(string)
         try:
@@ -283,6 +417,8 @@ class CommsProtocol(FrameReceiver):
         if first:
             if self._idle is not None:
                 self._idle.stop()
+            if self._silence is not None:
+                self._silence.stop()
             FrameReceiver.pauseProducing(self)
 
     def resumeReading(self, reason: str) -> None:
@@ -297,8 +433,11 @@ class CommsProtocol(FrameReceiver):
         if pauses:
             return
         self._pauses = None
-        if not self._closing and self._idle is not None:
-            self._idle.start()
+        if not self._closing:
+            if self._idle is not None:
+                self._idle.start()
+            if self._silence is not None:
+                self._silence.start()
         FrameReceiver.resumeProducing(self)
 
     def pauseProducing(self) -> None:
@@ -420,6 +559,8 @@ class CommsProtocol(FrameReceiver):
             self._idle.stop()
         if self._handshake is not None:
             self._handshake.stop()
+        if self.negotiation is not None:
+            self.negotiation.connectionLost()
         if self.closeReason is None:
             self.closeReason = (
                 CloseReason.PEER_CLOSED
@@ -438,4 +579,6 @@ class CommsProtocol(FrameReceiver):
         self._stash = None
         if self.writer is not None:
             self.writer.connectionLost()
+        if self.channel is not None:
+            self.channel.connectionLost(self.closeReason)
         self.receiver.stopReceivingMessages(self.closeReason, reason)

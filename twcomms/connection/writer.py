@@ -38,6 +38,7 @@ from twcomms.connection.queue import (
 )
 from twcomms.errors import SlowConsumerError
 from twcomms.options import SlowConsumerPolicy
+from twcomms.wire.extended import control_frame
 from twcomms.wire.framing import JOIN_LIMIT, Frame, check_size, header_struct
 
 __all__ = [
@@ -71,6 +72,7 @@ class FrameWriter(OutboundQueue):
     """
 
     __slots__ = (
+        "_format",
         "_pack",
         "beforeWrite",
         "bytesSent",
@@ -93,6 +95,7 @@ class FrameWriter(OutboundQueue):
     ) -> None:
         super().__init__(transport, owner, stallTimeout, clock)
         self._pack = header_struct(structFormat).pack  # shared per format
+        self._format = structFormat
         self.maxLength = maxLength
         self.outboundLimit = outboundLimit
         self.policy = policy
@@ -173,6 +176,27 @@ class FrameWriter(OutboundQueue):
             self.transport.writeSequence(parts)
         self.messagesSent += 1
         self.bytesSent += len(frame.payload)
+
+    def writeControl(
+        self, kind: int, body: bytes, request_id: int | None = None
+    ) -> None:
+        """
+        Write one control frame of an extended connection (see
+        L{twcomms.wire.extended}); it is not counted as a message.
+
+        @raise MessageTooLargeError: C{body} is over the maximum message size.
+        """
+        if len(body) > self.maxLength:
+            check_size(len(body), self.maxLength)  # raises, with the message
+        parts = control_frame(kind, body, self._format, request_id)
+        size = sum(len(p) for p in parts)
+        self._admit(size)
+        if self._mustQueue() or size > STREAM_ABOVE:
+            self._stream(parts)
+        elif len(parts) == 1:
+            self.transport.write(parts[0])
+        else:
+            self.transport.writeSequence(parts)
 
     def writeFrames(self, data: bytes, count: int, payloadBytes: int) -> None:
         """

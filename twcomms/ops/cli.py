@@ -31,7 +31,14 @@ from twisted.python import usage
 from twcomms.client import CommsClientFactory
 from twcomms.connection import CloseReason, FrameWriter
 from twcomms.errors import CommsError, InvalidJSONError, PayloadSourceError
-from twcomms.options import ConnectionOptions, add_arguments, from_arguments
+from twcomms.options import (
+    ConnectionOptions,
+    ExtensionOptions,
+    HelloOptions,
+    Options,
+    add_arguments,
+    from_arguments,
+)
 from twcomms.wire.codecs import get_codec
 
 __all__ = ["main"]
@@ -66,7 +73,7 @@ def _count(value: str) -> int:
 #: The option sections C{send} and C{listen} take as flags. (Not the
 #: reconnect section: each command makes one connection and reports how it
 #: ended; not the server's or the threaded API's flow control.)
-CLIENT_COMMAND_SECTIONS = (ConnectionOptions,)
+CLIENT_COMMAND_SECTIONS = (ConnectionOptions, ExtensionOptions, HelloOptions)
 
 
 def _parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
@@ -150,7 +157,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def parse_command(args_list: list[str]) -> argparse.Namespace:
     """
     Parse a C{send} or C{listen} command line (C{args.options} is its
-    L{ConnectionOptions}). Exits with status 2 and a message on a bad one,
+    L{Options}). Exits with status 2 and a message on a bad one,
     as argparse does.
     """
     parser, commands = _parser()
@@ -164,8 +171,10 @@ def parse_command(args_list: list[str]) -> argparse.Namespace:
     else:
         args = parser.parse_args(args_list)
     try:
-        args.options = ConnectionOptions(
-            **from_arguments(args, CLIENT_COMMAND_SECTIONS)
+        args.options = Options.build(
+            door="twcomms send/listen",
+            sections=CLIENT_COMMAND_SECTIONS,
+            **from_arguments(args, CLIENT_COMMAND_SECTIONS),
         )
     except (TypeError, ValueError) as e:
         (sub or parser).error(str(e))
@@ -174,7 +183,7 @@ def parse_command(args_list: list[str]) -> argparse.Namespace:
         if (args.message is None) == (args.file is None):
             sub.error("send takes a MESSAGE (or '-') or --file, not both or neither")
         if args.message not in (None, "-"):
-            data_type = args.options.codec.name
+            data_type = args.options.connection.codec.name
             try:
                 get_codec(data_type).encode(_as_message(args.message, data_type))
             except InvalidJSONError as e:
@@ -262,7 +271,7 @@ def _run(command: Any, args: argparse.Namespace) -> int:
 async def _connect(
     reactor: Any, args: argparse.Namespace, **kw: Any
 ) -> CommsClientFactory:
-    client = CommsClientFactory(connection=args.options, reactor=reactor, **kw)
+    client = CommsClientFactory(options=args.options, reactor=reactor, **kw)
     host, port = args.address
     if args.tls:
         client.connectSSL(
@@ -281,7 +290,7 @@ async def _send(reactor: Any, args: argparse.Namespace) -> None:
     client = await _connect(reactor, args)
     proto = client.connection
     assert proto is not None and proto.writer is not None
-    data_type = args.options.codec.name
+    data_type = args.options.connection.codec.name
     try:
         if args.file is not None:
             with open(args.file, "rb") as f:

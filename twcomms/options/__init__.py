@@ -1,14 +1,18 @@
 """
 Every option of twcomms, declared once.
 
-An option is a field of one of four sections, each a frozen dataclass
-(L{twcomms.options.sections}):
+An option is a field of one of seven sections, each a frozen dataclass
+(L{twcomms.options.sections}, L{twcomms.options.extensions}):
 
   - L{ConnectionOptions}: every connection, either side (codec, byte order,
     sizes, timeouts, the outbound limit);
   - L{ServerOptions}: a server's (how many clients);
   - L{ReconnectOptions}: a client's reconnection (back-off, retries);
-  - L{FlowControl}: the threaded API's send and receive windows.
+  - L{FlowControl}: the threaded API's send and receive windows;
+  - L{ExtensionOptions}: the extended protocol, either side (heartbeats,
+    requests);
+  - L{HelloOptions}: a client's ask for the extended protocol;
+  - L{AccessOptions}: a server's for extended clients (authentication).
 
 L{Options} holds one of each: the one options object. A field carries its
 documentation and how it is read from command-line text
@@ -34,6 +38,14 @@ from twcomms.options.commandline import (
     options_table,
     twistd_parameters,
 )
+from twcomms.options.extensions import (
+    DEFAULT_HEARTBEAT_INTERVAL,
+    DEFAULT_HEARTBEAT_TIMEOUT,
+    MIN_HEARTBEAT_INTERVAL,
+    AccessOptions,
+    ExtensionOptions,
+    HelloOptions,
+)
 from twcomms.options.sections import (
     DEFAULT_HANDSHAKE_TIMEOUT,
     DEFAULT_OUTBOUND_HEADROOM,
@@ -49,10 +61,16 @@ from twcomms.options.spec import OptionSpec, option, option_fields
 
 __all__ = [
     "DEFAULT_HANDSHAKE_TIMEOUT",
+    "DEFAULT_HEARTBEAT_INTERVAL",
+    "DEFAULT_HEARTBEAT_TIMEOUT",
     "DEFAULT_OUTBOUND_HEADROOM",
+    "MIN_HEARTBEAT_INTERVAL",
     "SECTIONS",
+    "AccessOptions",
     "ConnectionOptions",
+    "ExtensionOptions",
     "FlowControl",
+    "HelloOptions",
     "OptionSpec",
     "Options",
     "ReconnectOptions",

@@ -13,6 +13,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar
 
+from twcomms.options.extensions import AccessOptions, ExtensionOptions, HelloOptions
 from twcomms.options.spec import (
     check_int,
     check_number,
@@ -382,6 +383,9 @@ SECTIONS: tuple[type, ...] = (
     ServerOptions,
     ReconnectOptions,
     FlowControl,
+    ExtensionOptions,
+    HelloOptions,
+    AccessOptions,
 )
 
 
@@ -397,12 +401,18 @@ class Options:
     @ivar server: L{ServerOptions}.
     @ivar reconnect: L{ReconnectOptions}.
     @ivar flow: L{FlowControl}.
+    @ivar extended: L{ExtensionOptions}.
+    @ivar hello: L{HelloOptions}.
+    @ivar access: L{AccessOptions}.
     """
 
     connection: ConnectionOptions = field(default_factory=ConnectionOptions)
     server: ServerOptions = field(default_factory=ServerOptions)
     reconnect: ReconnectOptions = field(default_factory=ReconnectOptions)
     flow: FlowControl = field(default_factory=FlowControl)
+    extended: ExtensionOptions = field(default_factory=ExtensionOptions)
+    hello: HelloOptions = field(default_factory=HelloOptions)
+    access: AccessOptions = field(default_factory=AccessOptions)
 
     @classmethod
     def build(

@@ -14,9 +14,11 @@ nothing else stops.
 
 Thread: the reactor thread only. Nothing here blocks or starts a thread.
 
-(Over 500 lines, by a little: one class -- its lifecycle, sending, rooms
-and events; its parts are L{twcomms.server.handle},
-L{twcomms.server.registry} and L{twcomms.server.endpoints}.)
+(Over 500 lines: one class -- its lifecycle, sending, rooms, requests,
+registration (after authentication, when required) and events; what each
+does at length is in its parts: L{twcomms.server.handle},
+L{twcomms.server.registry}, L{twcomms.server.access} and
+L{twcomms.server.endpoints}.)
 """
 
 from __future__ import annotations
@@ -25,7 +27,13 @@ import os
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from twisted.internet.defer import Deferred, gatherResults, maybeDeferred, succeed
+from twisted.internet.defer import (
+    Deferred,
+    fail,
+    gatherResults,
+    maybeDeferred,
+    succeed,
+)
 from twisted.internet.interfaces import (
     IListeningPort,
     IReactorTime,
@@ -37,10 +45,18 @@ from twisted.python.failure import Failure
 
 from twcomms.connection import CloseReason, CommsProtocol
 from twcomms.connection.events import call_each, callback_list
-from twcomms.connection.timers import cancel_call, default_reactor
+from twcomms.connection.negotiation import ServerHello
+from twcomms.connection.timers import Timeout, cancel_call, default_reactor
 from twcomms.errors import ClientGoneError, DecodeError
-from twcomms.options import ConnectionOptions, Options, ServerOptions
+from twcomms.options import (
+    AccessOptions,
+    ConnectionOptions,
+    ExtensionOptions,
+    Options,
+    ServerOptions,
+)
 from twcomms.options.readback import ConnectionReadback
+from twcomms.server.access import Access, Authenticator, RoomPolicy
 from twcomms.server.endpoints import server_endpoint
 from twcomms.server.handle import ClientHandle
 from twcomms.server.pacing import when_drained
@@ -53,12 +69,13 @@ __all__ = ["SERVER_SECTIONS", "CommsServerFactory"]
 _log = Logger()
 
 #: The option sections a server uses.
-SERVER_SECTIONS = (ConnectionOptions, ServerOptions)
+SERVER_SECTIONS = (ConnectionOptions, ServerOptions, ExtensionOptions, AccessOptions)
 
 ConnectCallback = Callable[[ClientHandle], object]
 CloseCallback = Callable[[ClientHandle, CloseReason], object]
 MessageCallback = Callable[[ClientHandle, Any], object]
 DecodeErrorCallback = Callable[[ClientHandle, DecodeError], object]
+RequestHandler = Callable[[ClientHandle, Any], Any]
 
 
 class CommsServerFactory(ConnectionReadback, ServerFactory):
@@ -78,6 +95,11 @@ class CommsServerFactory(ConnectionReadback, ServerFactory):
     @ivar on_decode_error: callables C{f(client, error)}, called for each
         frame that did not decode (L{DecodeError}; C{error.payload} holds
         the raw bytes). The connection stays up.
+    @ivar on_request: callables C{f(client, message)} answering an extended
+        client's requests, in order: the first to return something other
+        than L{None} (or a Deferred firing with it) is the reply; one that
+        raises sends an error reply (its type name and message).
+    @ivar access: what extended clients are granted (L{Access}).
     @ivar clients: the L{ClientRegistry}.
     @ivar ports: the listening ports opened by L{listen}.
     @ivar connections: every connection until it is lost, clients or not
@@ -99,6 +121,9 @@ class CommsServerFactory(ConnectionReadback, ServerFactory):
         on_close: Iterable[CloseCallback] | CloseCallback = (),
         on_message: Iterable[MessageCallback] | MessageCallback = (),
         on_decode_error: Iterable[DecodeErrorCallback] | DecodeErrorCallback = (),
+        on_request: Iterable[RequestHandler] | RequestHandler = (),
+        authenticate: Authenticator | None = None,
+        room_policy: RoomPolicy | None = None,
         **keywords: Any,
     ) -> None:
         """
@@ -119,6 +144,14 @@ class CommsServerFactory(ConnectionReadback, ServerFactory):
         @param on_close: a callable or callables for L{on_close}.
         @param on_message: a callable or callables for L{on_message}.
         @param on_decode_error: a callable or callables for L{on_decode_error}.
+        @param on_request: a callable or callables for L{on_request}.
+        @param authenticate: C{authenticate(credentials, client)} for
+            extended clients: an identity (a C{str}, set as
+            C{client.identity}) or L{None} to refuse; it may raise or
+            return a Deferred. Without it, authentication is not offered.
+        @param room_policy: C{room_policy(client, room, joining)}: whether
+            an extended client may join (or leave) C{room}; may return a
+            Deferred. Default: any room.
         @raise TypeError: an unknown option (the message suggests the
             closest one).
         @raise ValueError: an option out of range.
@@ -138,12 +171,20 @@ class CommsServerFactory(ConnectionReadback, ServerFactory):
         self.on_close: list[CloseCallback] = callback_list(on_close)
         self.on_message: list[MessageCallback] = callback_list(on_message)
         self.on_decode_error: list[DecodeErrorCallback] = callback_list(on_decode_error)
+        self.on_request: list[RequestHandler] = callback_list(on_request)
         self.ports: list[IListeningPort] = []
         self.rejected = 0
         self._closedTotals = [0, 0, 0, 0]
         self.connections: set[CommsProtocol] = set()
         self._stopping = False
         self._registryRunning = False
+        self.access = Access(self, authenticate, room_policy)
+        # One for every connection (it keeps no state per connection).
+        self._hello = (
+            ServerHello(self.access.grant, self.options.extended)
+            if self.options.access.accept_extensions
+            else None
+        )
 
     @property
     def max_clients(self) -> int | None:
@@ -175,7 +216,13 @@ class CommsServerFactory(ConnectionReadback, ServerFactory):
         # 128 random bits as 32 hex digits, unique across processes (as
         # uuid4().hex, without building a UUID object per connection).
         handle = ClientHandle(self, os.urandom(16).hex())
-        proto = CommsProtocol(handle, options=self.options.connection, clock=self.clock)
+        options = self.options
+        proto = CommsProtocol(
+            handle,
+            options=options.connection,
+            clock=self.clock,
+            negotiation=self._hello,
+        )
         proto.factory = self
         handle.protocol = proto
         self.connections.add(proto)
@@ -216,6 +263,10 @@ class CommsServerFactory(ConnectionReadback, ServerFactory):
         return d.addCallback(listening)
 
     def _startRegistry(self) -> Deferred[None]:
+        try:
+            self.access.check()
+        except ValueError:
+            return fail()
         if self._registryRunning:
             return succeed(None)
         self._registryRunning = True
@@ -427,6 +478,23 @@ class CommsServerFactory(ConnectionReadback, ServerFactory):
         """
         self._connected(client).send(message)
 
+    def request(
+        self, client: ClientHandle | str, message: Any, timeout: float | None = -1.0
+    ) -> Deferred[Any]:
+        """
+        Send C{message} as a request to an extended client; a L{Deferred}
+        for its reply (see L{CommsProtocol.request}; default timeout: the
+        C{request_timeout} option). It fails with L{ClientGoneError} if
+        that client is not connected, and C{NotNegotiatedError} for a plain
+        client.
+        """
+        try:
+            proto = self._connected(client).protocol
+            assert proto is not None
+            return proto.request(message, timeout)
+        except Exception:
+            return fail()
+
     def totals(self) -> tuple[int, int, int, int]:
         """
         Messages in, bytes in, messages out, bytes out, over every client
@@ -446,8 +514,47 @@ class CommsServerFactory(ConnectionReadback, ServerFactory):
     def clientConnected(self, client: ClientHandle) -> None:
         """
         C{client}'s connection is made: register it, or refuse it (server
-        stopping, C{max_clients}). Called by the handle.
+        stopping, C{max_clients}); with C{require_auth}, only once it has
+        authenticated (L{clientAuthenticated}). Called by the handle.
         """
+        access = self.options.access
+        if access.require_auth and not self._stopping:
+            proto = client.protocol
+            assert proto is not None
+            client.auth_timer = Timeout(
+                access.auth_timeout, lambda: self._authTimedOut(client), self.clock
+            )
+            client.auth_timer.start()
+            return
+        self._register(client)
+
+    def _authTimedOut(self, client: ClientHandle) -> None:
+        if client.protocol is not None and not client.registered:
+            _log.warn(
+                "closing connection from {peer}: it did not authenticate "
+                "within {timeout} seconds (auth timeout)",
+                peer=client.protocol.peer,
+                timeout=self.options.access.auth_timeout,
+            )
+            client.protocol.abort(CloseReason.AUTH_TIMEOUT)
+
+    def clientAuthenticated(self, client: ClientHandle, identity: str) -> None:
+        """
+        C{client} authenticated as C{identity}: with C{require_auth}, it
+        becomes a client now. Called by L{Access}.
+        """
+        assert client.protocol is not None
+        client.protocol.identity = identity
+        _log.info(
+            "client {id} authenticated as {identity}", id=client.id, identity=identity
+        )
+        if client.auth_timer is not None:
+            client.auth_timer.stop()
+            client.auth_timer = None
+        if not client.registered:
+            self._register(client)
+
+    def _register(self, client: ClientHandle) -> None:
         assert client.protocol is not None
         if self._stopping:
             _log.info(
@@ -490,6 +597,8 @@ class CommsServerFactory(ConnectionReadback, ServerFactory):
         """
         if client.protocol is not None:
             self.connections.discard(client.protocol)
+        if client.auth_timer is not None:
+            client.auth_timer.stop()
         if not client.registered:
             return
         self.clients.remove(client)

@@ -15,7 +15,9 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from twcomms.connection import CloseReason, CommsProtocol
+from twcomms.connection.timers import Timeout
 from twcomms.errors import ClientGoneError, DecodeError
+from twcomms.wire.extended import Kind
 from twcomms.wire.framing import Frame
 
 if TYPE_CHECKING:
@@ -45,8 +47,13 @@ class ClientHandle:
     @ivar close_failure: what Twisted gave C{connectionLost}, once closed.
     @ivar protocol: the connection's L{CommsProtocol}.
     @ivar registered: whether the factory accepted it as a client (it may
-        refuse one: C{max_clients}, a stopping server).
+        refuse one: C{max_clients}, a stopping server; with C{require_auth}
+        it waits until the client authenticated).
+    @ivar auth_timer: with C{require_auth}, the timer that closes it if it
+        does not authenticate in time.
     """
+
+    auth_timer: Timeout | None = None
 
     def __init__(self, factory: CommsServerFactory, client_id: str) -> None:
         self.factory = factory
@@ -71,6 +78,21 @@ class ClientHandle:
         Whether the client is connected and accepting messages.
         """
         return self.registered and self.close_reason is None
+
+    @property
+    def extended(self) -> bool:
+        """
+        Whether this client agreed the extended protocol (it can answer
+        requests, and may join rooms itself).
+        """
+        return self.protocol is not None and self.protocol.extended
+
+    @property
+    def identity(self) -> str | None:
+        """
+        Who this client authenticated as (L{None}: it did not).
+        """
+        return self.protocol.identity if self.protocol else None
 
     @property
     def messages_in(self) -> int:
@@ -164,6 +186,8 @@ class ClientHandle:
 
     def messageReceived(self, message: Any) -> None:
         if not self.registered:
+            if self.auth_timer is not None:
+                self.factory.access.unauthenticated(self, "a message")
             return
         for f in self.factory.on_message:
             try:
@@ -174,6 +198,12 @@ class ClientHandle:
                     callback=f,
                     id=self.id,
                 )
+
+    def requestReceived(self, message: Any) -> Deferred[Any]:
+        return self.factory.access.requestReceived(self, message)
+
+    def controlRequest(self, kind: Kind, body: bytes) -> Deferred[bytes]:
+        return self.factory.access.controlRequest(self, kind, body)
 
     def messageDecodeFailed(self, error: DecodeError) -> None:
         self.factory.clientDecodeFailed(self, error)

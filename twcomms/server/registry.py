@@ -12,7 +12,6 @@ Thread: the reactor thread only.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Collection, Iterator
 from typing import Protocol
 
@@ -21,8 +20,9 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from twcomms.connection import FrameWriter
-from twcomms.errors import InvalidRoomError, NotConnectedError
+from twcomms.errors import NotConnectedError
 from twcomms.server.handle import ClientHandle
+from twcomms.wire.extended import MAX_ROOM_LENGTH, check_room
 from twcomms.wire.framing import Frame
 
 __all__ = [
@@ -33,35 +33,6 @@ __all__ = [
 ]
 
 _log = Logger()
-
-#: The longest room name, in characters.
-MAX_ROOM_LENGTH = 128
-
-# Letters and digits of any script, and - _ . : / @ # + = ~ !: a room name
-# is an identifier (a meeting, a scene, a lab), printed in logs and, later,
-# sent on the wire; spaces and control characters would make both ambiguous.
-_ROOM = re.compile(r"[\w\-.:/@#+=~!]+")
-
-
-def check_room(room: object) -> str:
-    """
-    Return C{room} if it is a valid room name.
-
-    @raise InvalidRoomError: it is not a C{str} of 1 to L{MAX_ROOM_LENGTH}
-        letters, digits and C{- _ . : / @ # + = ~ !}.
-    """
-    if not isinstance(room, str):
-        raise InvalidRoomError(f"a room is a str, not {type(room).__name__}")
-    if not 0 < len(room) <= MAX_ROOM_LENGTH:
-        raise InvalidRoomError(
-            f"a room name has 1 to {MAX_ROOM_LENGTH} characters, not {len(room)}"
-        )
-    if not _ROOM.fullmatch(room):
-        raise InvalidRoomError(
-            f"room {room!r}: use letters, digits and - _ . : / @ # + = ~ ! only "
-            f"(no spaces or control characters)"
-        )
-    return room
 
 
 class ClientRegistry(Protocol):

@@ -17,7 +17,7 @@ from typing import Any
 from twisted.internet.interfaces import IReactorSocket
 from twisted.logger import Logger
 
-from twcomms.client import CommsClientFactory
+from twcomms.client import CLIENT_SECTIONS, CommsClientFactory
 from twcomms.connection import CloseReason, CommsProtocol, PauseReason
 from twcomms.errors import (
     ConnectionClosedError,
@@ -41,7 +41,7 @@ from twcomms.wire.framing import check_size
 __all__ = ["Client"]
 
 #: The option sections a threaded Client takes.
-SECTIONS = (ConnectionOptions, ReconnectOptions, FlowControl)
+SECTIONS = (*CLIENT_SECTIONS, FlowControl)
 
 _log = Logger()
 

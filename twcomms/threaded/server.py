@@ -17,8 +17,8 @@ from twisted.logger import Logger
 
 from twcomms.connection import CloseReason
 from twcomms.errors import ClientGoneError
-from twcomms.options import ConnectionOptions, FlowControl, Options, ServerOptions
-from twcomms.server import ClientHandle, CommsServerFactory, check_room
+from twcomms.options import FlowControl, Options
+from twcomms.server import SERVER_SECTIONS, ClientHandle, CommsServerFactory, check_room
 from twcomms.threaded.base import Endpoint, given_options
 from twcomms.threaded.connected import ConnectedClient
 from twcomms.threaded.dispatch import Outbox, SerialQueue, WorkerPool
@@ -29,7 +29,7 @@ from twcomms.threaded.rooms import Rooms
 __all__ = ["Server"]
 
 #: The option sections a threaded Server takes.
-SECTIONS = (ConnectionOptions, ServerOptions, FlowControl)
+SECTIONS = (*SERVER_SECTIONS, FlowControl)
 
 _log = Logger()
 

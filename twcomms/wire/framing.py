@@ -30,16 +30,28 @@ Thread: the reactor thread only, like every Twisted protocol.
 
 from __future__ import annotations
 
-import struct
 from io import BytesIO
-from typing import Any, Final, Literal
+from typing import Any, Final
 
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.interfaces import ITCPTransport
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 
-from twcomms.errors import MessageTooLargeError
+from twcomms.wire.format import (
+    BIG_ENDIAN,
+    DEFAULT_MAX_MESSAGE_SIZE,
+    JOIN_LIMIT,
+    LITTLE_ENDIAN,
+    MAX_FRAME_PAYLOAD,
+    ByteOrder,
+    Frame,
+    check_size,
+    frame_header,
+    header_struct,
+    struct_format,
+)
+from twcomms.wire.transport import describe_peer, set_read_size
 
 __all__ = [
     "BIG_ENDIAN",
@@ -59,23 +71,6 @@ __all__ = [
     "struct_format",
 ]
 
-ByteOrder = Literal["little", "big"]
-
-#: C{structFormat} for each byte order.
-LITTLE_ENDIAN: Final = "<I"
-BIG_ENDIAN: Final = ">I"
-
-#: The default maximum message size: 64 MiB.
-DEFAULT_MAX_MESSAGE_SIZE: Final = 64 * 1024 * 1024
-
-#: The largest payload a 4-byte unsigned header can announce.
-MAX_FRAME_PAYLOAD: Final = 0xFFFFFFFF
-
-#: Payloads up to this size are written in one C{write} together with their
-#: header (one small copy, one syscall); larger ones as two buffers so the
-#: payload is never copied to prepend 4 bytes.
-JOIN_LIMIT: Final = 16 * 1024
-
 #: While a payload over L{LARGE_READ_SIZE} is arriving, a TCP or UNIX
 #: transport reads up to this many bytes at a time instead of Twisted's
 #: 64 KiB (fewer, larger reads; measured in C{benchmarks.peers} scenario D).
@@ -84,75 +79,6 @@ JOIN_LIMIT: Final = 16 * 1024
 #: producer, so meanwhile up to this much may queue before the peer counts
 #: as not reading; the outbound limit still applies.)
 LARGE_READ_SIZE: Final = 1024 * 1024
-
-_STRUCTS: dict[str, struct.Struct] = {}
-
-
-def header_struct(fmt: str) -> struct.Struct:
-    """
-    The C{struct.Struct} for a header format, shared by every connection
-    that uses it (one per format per process).
-    """
-    try:
-        return _STRUCTS[fmt]
-    except KeyError:
-        s = _STRUCTS[fmt] = struct.Struct(fmt)
-        return s
-
-
-def struct_format(byte_order: str) -> str:
-    """
-    Return the C{structFormat} for C{byte_order} (C{"little"} or C{"big"}).
-
-    @raise ValueError: any other value.
-    """
-    if byte_order == "little":
-        return LITTLE_ENDIAN
-    if byte_order == "big":
-        return BIG_ENDIAN
-    raise ValueError(f"unknown byteOrder {byte_order!r}; use 'little' or 'big'")
-
-
-def frame_header(length: int, byte_order: str = "little") -> bytes:
-    """
-    Return the 4-byte header announcing a payload of C{length} bytes.
-    """
-    return header_struct(struct_format(byte_order)).pack(length)
-
-
-class Frame:
-    """
-    One encoded frame, ready to write to any number of connections: the
-    header is packed once and a small payload is joined to it once, so a
-    broadcast costs one C{write} per client and no per-client copies.
-
-    @ivar payload: the payload bytes.
-    @ivar parts: what is written: C{(header + payload,)} for payloads up to
-        16 KiB, C{(header, payload)} above (the payload is never copied).
-    @ivar size: the frame size on the wire (header included).
-    """
-
-    __slots__ = ("parts", "payload", "size")
-
-    def __init__(self, payload: bytes, structFormat: str = LITTLE_ENDIAN) -> None:
-        header = header_struct(structFormat).pack(len(payload))
-        self.payload = payload
-        self.size = len(header) + len(payload)
-        self.parts: tuple[bytes, ...] = (
-            (header + payload,) if len(payload) <= JOIN_LIMIT else (header, payload)
-        )
-
-    def __repr__(self) -> str:
-        return f"<Frame payload={len(self.payload)} bytes>"
-
-
-def check_size(length: int, limit: int) -> None:
-    """
-    Raise L{MessageTooLargeError} if a payload of C{length} bytes is over
-    C{limit} or over what a 4-byte header can announce.
-    """
-    if length > limit or length > MAX_FRAME_PAYLOAD:
-        raise MessageTooLargeError(length, min(limit, MAX_FRAME_PAYLOAD))
 
 
 class FrameReceiver(Protocol):
@@ -174,6 +100,10 @@ class FrameReceiver(Protocol):
     prefixLength: int = 4
     MAX_LENGTH: int = DEFAULT_MAX_MESSAGE_SIZE
     paused: bool = False
+    #: The largest control frame body accepted (see L{controlReceived});
+    #: 0, the default, accepts none: a header with the top bit set is then
+    #: just over C{MAX_LENGTH}.
+    controlLimit: int = 0
 
     # Twisted declares transport as ITransport | None; a connected frame
     # receiver uses producer and TCP methods too, so it is left untyped here.
@@ -200,6 +130,8 @@ class FrameReceiver(Protocol):
     _discarding: bool = False
     # The transport's read size before a large payload raised it.
     _savedReadSize: int | None = None
+    # Whether the payload in progress is a control frame's body.
+    _controlBody: bool = False
 
     def makeConnection(self, transport: Any) -> None:
         """
@@ -224,6 +156,24 @@ class FrameReceiver(Protocol):
         Override this: one complete payload has arrived.
         """
         raise NotImplementedError
+
+    def controlReceived(self, body: bytes) -> None:
+        """
+        One complete control frame arrived (a header with the top bit set,
+        on a connection whose L{controlLimit} allows it): C{body} is what
+        follows the header (see L{twcomms.wire.extended}).
+        """
+        raise NotImplementedError
+
+    def _controlLength(self, length: int) -> int:
+        """
+        The body length of a control frame's header, or -1 if C{length} is
+        no control header this connection accepts.
+        """
+        limit = self.controlLimit
+        if limit and length & 0x80000000 and length & 0x7FFFFFFF <= limit:
+            return length & 0x7FFFFFFF
+        return -1
 
     def lengthLimitExceeded(self, length: int) -> None:
         """
@@ -290,7 +240,11 @@ class FrameReceiver(Protocol):
             payload = body.getvalue()
             del body
             offset = missing
-            self.stringReceived(payload)
+            if self._controlBody:
+                self._controlBody = False
+                self.controlReceived(payload)
+            else:
+                self.stringReceived(payload)
             del payload
             if self._discarding:
                 return
@@ -303,15 +257,23 @@ class FrameReceiver(Protocol):
             header = self._header + data[:need]
             self._header = b""
             (length,) = hdr.unpack(header)
+            control = False
             if length > limit:
-                self._discardRest(length)
-                return
+                length = self._controlLength(length)
+                if length < 0:
+                    self._discardRest(hdr.unpack(header)[0])
+                    return
+                control = True
             offset = need
             end = offset + length
             if end > size:
                 self._startPayload(data[offset:] if offset < size else b"", length)
+                self._controlBody = control
                 return
-            self.stringReceived(data[offset:end])
+            if control:
+                self.controlReceived(data[offset:end])
+            else:
+                self.stringReceived(data[offset:end])
             offset = end
             if self._discarding:
                 return
@@ -331,8 +293,22 @@ class FrameReceiver(Protocol):
                 return
             (length,) = unpack_from(data, offset)
             if length > limit:
-                self._discardRest(length)
-                return
+                # (Rare: a control frame, or the end of the stream.)
+                clen = self._controlLength(length)
+                if clen < 0:
+                    self._discardRest(length)
+                    return
+                start = offset + plen
+                end = start + clen
+                if end > size:
+                    self._startPayload(data[start:], clen)
+                    self._controlBody = True
+                    return
+                self.controlReceived(data[start:end])
+                offset = end
+                if self._discarding:
+                    return
+                continue
             start = offset + plen
             end = start + length
             if end > size:
@@ -392,6 +368,7 @@ class FrameReceiver(Protocol):
         self._header = b""
         self._missing = -1
         self._body = None
+        self._controlBody = False
         if self._largeRead:
             self._endLargeRead()
 
@@ -456,43 +433,3 @@ class FrameReceiver(Protocol):
             self.transport.write(parts[0])
         else:
             self.transport.writeSequence(parts)
-
-
-def set_read_size(transport: Any, size: int) -> int | None:
-    """
-    Make C{transport} read up to C{size} bytes per read; return the read
-    size it had, to restore later with this function, or L{None} (and
-    nothing is changed) where the transport has no read size to set.
-
-    Twisted has no method for this. Its socket transports
-    (C{twisted.internet.abstract.FileDescriptor}: TCP and UNIX) read
-    C{bufferSize} bytes per C{doRead} and look the attribute up on every
-    read, so setting it on the instance takes effect at the next read
-    (C{tests/test_framing.py::test_set_read_size_changes_what_twisted_reads}
-    pins that). TLS transports decrypt in their own record sizes and have
-    no C{bufferSize}: left alone. (Twisted also uses C{bufferSize} as the
-    write-buffer size over which it pauses a producer.)
-    """
-    current = getattr(transport, "bufferSize", None)
-    if not isinstance(current, int) or isinstance(current, bool):
-        return None
-    transport.bufferSize = size
-    return current
-
-
-def describe_peer(transport: Any) -> str:
-    """
-    A printable peer address for log events: C{host:port}, a UNIX path.
-    """
-    if transport is None:
-        return "<not connected>"
-    try:
-        peer = transport.getPeer()
-    except Exception:
-        return "<unknown peer>"
-    host = getattr(peer, "host", None)
-    port = getattr(peer, "port", None)
-    if host is not None and port is not None:
-        return f"{host}:{port}"
-    name = getattr(peer, "name", None)
-    return str(name) if name else str(peer)

@@ -1,0 +1,282 @@
+"""
+What a server grants extended clients and how it answers their control
+requests: the features for a hello (L{Access.grant}), authentication with
+failures rate-limited per address (L{AuthThrottle}), client-joined rooms
+under a policy, and requests passed to the C{on_request} handlers.
+
+Thread: the reactor thread only. The callables given (C{authenticate},
+C{room_policy}, request handlers) are called on it and may return
+Deferreds.
+"""
+
+from __future__ import annotations
+
+import collections
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from twisted.internet.defer import Deferred, maybeDeferred, succeed
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from twcomms.connection import CloseReason
+from twcomms.connection.events import first_answer
+from twcomms.errors import AuthenticationError, InvalidRoomError, RemoteError
+from twcomms.options import MIN_HEARTBEAT_INTERVAL, Options
+from twcomms.wire.extended import Hello, Kind, check_room
+
+if TYPE_CHECKING:
+    from twcomms.server.factory import CommsServerFactory
+    from twcomms.server.handle import ClientHandle
+
+__all__ = ["Access", "AuthThrottle", "Authenticator", "RoomPolicy"]
+
+_log = Logger()
+
+#: C{authenticate(credentials, client)}: an identity (a C{str}), or
+#: L{None}/C{False} to refuse; may raise to refuse, or return a Deferred.
+Authenticator = Callable[[Any, "ClientHandle"], Any]
+#: C{room_policy(client, room, joining)}: C{True} to allow; may return a
+#: Deferred.
+RoomPolicy = Callable[["ClientHandle", str, bool], Any]
+
+#: Addresses remembered by the throttle at most (the oldest are forgotten
+#: first), so a flood of addresses cannot grow it without bound.
+MAX_THROTTLED_ADDRESSES = 100_000
+
+
+class AuthThrottle:
+    """
+    Counts failed authentications per peer address over a sliding window;
+    an address with C{max_failures} in the window is refused unchecked
+    until the oldest leaves it.
+    """
+
+    def __init__(self, max_failures: int, window: float, clock: IReactorTime) -> None:
+        self.max_failures = max_failures
+        self.window = window
+        self._clock = clock
+        self._failures: collections.OrderedDict[str, collections.deque[float]] = (
+            collections.OrderedDict()
+        )
+
+    def wait(self, address: str) -> float:
+        """
+        Seconds until C{address} may try again (0: now).
+        """
+        times = self._failures.get(address)
+        if times is None:
+            return 0.0
+        now = self._clock.seconds()
+        while times and times[0] <= now - self.window:
+            times.popleft()
+        if not times:
+            del self._failures[address]
+            return 0.0
+        if len(times) < self.max_failures:
+            return 0.0
+        return times[0] + self.window - now
+
+    def failed(self, address: str) -> None:
+        times = self._failures.pop(address, None)
+        if times is None:
+            times = collections.deque(maxlen=self.max_failures)
+            if len(self._failures) >= MAX_THROTTLED_ADDRESSES:
+                self._failures.popitem(last=False)
+        times.append(self._clock.seconds())
+        self._failures[address] = times
+
+
+class Access:
+    """
+    A server factory's answers to extended clients.
+    """
+
+    def __init__(
+        self,
+        factory: CommsServerFactory,
+        authenticate: Authenticator | None,
+        room_policy: RoomPolicy | None,
+    ) -> None:
+        options: Options = factory.options
+        self.factory = factory
+        self.authenticate = authenticate
+        self.room_policy = room_policy
+        self.options = options
+        self.throttle = AuthThrottle(
+            options.access.auth_max_failures,
+            options.access.auth_failure_window,
+            factory.clock,
+        )
+
+    def check(self) -> None:
+        """
+        Called before the server listens.
+
+        @raise ValueError: C{require_auth} without an C{authenticate}.
+        """
+        if self.options.access.require_auth and self.authenticate is None:
+            raise ValueError(
+                "require_auth=True needs authenticate=, the callable that checks "
+                "credentials (twistd: set server.access.authenticate in --app)"
+            )
+
+    def grant(self, hello: Hello) -> dict[str, dict[str, Any]]:
+        """
+        The features granted for C{hello}: those asked for that this server
+        offers. A client may ask for a shorter heartbeat interval and
+        timeout than the server's (not under 1 s), never longer ones.
+        """
+        wanted = hello.features
+        extended = self.options.extended
+        granted: dict[str, dict[str, Any]] = {}
+        interval = extended.heartbeat_interval
+        if "heartbeat" in wanted and interval is not None:
+            ask = wanted["heartbeat"]
+            granted["heartbeat"] = {
+                "interval": _clamp(ask.get("interval"), interval),
+                "timeout": _clamp(ask.get("timeout"), extended.heartbeat_timeout),
+            }
+        if "request" in wanted:
+            granted["request"] = {"max_in_flight": extended.max_requests_in_flight}
+        if "auth" in wanted and self.authenticate is not None:
+            granted["auth"] = {"required": self.options.access.require_auth}
+        if "rooms" in wanted:
+            granted["rooms"] = {}
+        return granted
+
+    # -- control requests from a client ----------------------------------------
+
+    def controlRequest(
+        self, client: ClientHandle, kind: Kind, body: bytes
+    ) -> Deferred[bytes]:
+        """
+        Answer an C{AUTH}, C{JOIN} or C{LEAVE} from C{client}: the reply's
+        body, or a failure (sent as an error reply).
+        """
+        if kind == Kind.AUTH:
+            return self._authenticate(client, body)
+        if not client.registered:
+            return _refuse(
+                AuthenticationError("NotAuthenticated", "authenticate first")
+            )
+        try:
+            room = check_room(bytes(body).decode("utf-8"))
+        except (UnicodeDecodeError, InvalidRoomError) as e:
+            return _refuse(RemoteError("InvalidRoomError", str(e)))
+        joining = kind == Kind.JOIN
+        if self.room_policy is None:
+            allowed: Deferred[Any] = succeed(True)
+        else:
+            allowed = maybeDeferred(self.room_policy, client, room, joining)
+        return allowed.addCallback(self._roomDecided, client, room, joining)
+
+    def _roomDecided(
+        self, allowed: Any, client: ClientHandle, room: str, joining: bool
+    ) -> bytes:
+        what = "joining" if joining else "leaving"
+        if not allowed:
+            raise RemoteError("RoomRefused", f"the server refused {what} {room!r}")
+        if not client.connected:
+            raise RemoteError("ClientGone", "disconnected meanwhile")
+        factory = self.factory
+        changed = factory.join(client, room) if joining else factory.leave(client, room)
+        return b"\x01" if changed else b"\x00"
+
+    def _authenticate(self, client: ClientHandle, body: bytes) -> Deferred[bytes]:
+        assert self.authenticate is not None  # auth is granted only with it
+        address = client.address
+        wait = self.throttle.wait(address)
+        if wait:
+            _log.warn(
+                "refused authentication from {peer} unchecked: too many failed "
+                "attempts from {address}",
+                peer=client.protocol.peer if client.protocol else address,
+                address=address,
+            )
+            return _refuse(
+                AuthenticationError(
+                    "TooManyFailures",
+                    f"too many failed attempts from your address; try again "
+                    f"in {wait:.0f} s",
+                )
+            )
+        try:
+            credentials = self.factory.options.connection.codec.decode(body)
+        except ValueError as e:
+            return self._failed(client, f"credentials did not decode: {e}")
+        d = maybeDeferred(self.authenticate, credentials, client)
+
+        def decided(identity: Any) -> bytes:
+            if identity is None or identity is False:
+                raise AuthenticationError("AuthenticationFailed", "credentials refused")
+            name = str(identity)
+            self.factory.clientAuthenticated(client, name)
+            return name.encode("utf-8")
+
+        def refused(failure: Failure) -> Failure:
+            error = failure.value
+            if not isinstance(error, AuthenticationError):
+                if not isinstance(error, RemoteError):
+                    # Credentials are never logged; the callable's own
+                    # error is, so the operator can fix it.
+                    _log.failure("authenticate() raised", failure)
+                failure = Failure(
+                    AuthenticationError("AuthenticationFailed", "credentials refused")
+                )
+            self.throttle.failed(address)
+            _log.warn(
+                "authentication from {peer} failed (reason auth failed)",
+                peer=client.protocol.peer if client.protocol else address,
+            )
+            return failure
+
+        return d.addCallback(decided).addErrback(refused)
+
+    def _failed(self, client: ClientHandle, why: str) -> Deferred[bytes]:
+        self.throttle.failed(client.address)
+        return _refuse(AuthenticationError("AuthenticationFailed", why))
+
+    # -- requests -------------------------------------------------------------
+
+    def requestReceived(self, client: ClientHandle, message: Any) -> Deferred[Any]:
+        """
+        Ask the C{on_request} handlers, in order, for a reply to C{message};
+        the first that returns something other than L{None} answers (none:
+        the reply is L{None}).
+        """
+        if not client.registered:
+            return _refuse(
+                AuthenticationError("NotAuthenticated", "authenticate first")
+            )
+        return first_answer(self.factory.on_request, client, message)
+
+    def unauthenticated(self, client: ClientHandle, what: str) -> None:
+        """
+        C{client} sent C{what} before authenticating, on a server that
+        requires it: close it (reason C{auth failed}).
+        """
+        _log.warn(
+            "closing connection from {peer}: it sent {what} without "
+            "authenticating, and this server requires authentication",
+            peer=client.protocol.peer if client.protocol else client.address,
+            what=what,
+        )
+        if client.protocol is not None:
+            client.protocol.abort(CloseReason.AUTH_FAILED)
+
+
+_NOT_AUTHENTICATED = AuthenticationError("NotAuthenticated", "authenticate first")
+
+
+def _clamp(asked: Any, ours: float) -> float:
+    if isinstance(asked, bool) or not isinstance(asked, (int, float)):
+        return ours
+    return float(min(max(asked, MIN_HEARTBEAT_INTERVAL), ours))
+
+
+def _refuse(error: Exception) -> Deferred[Any]:
+    d: Deferred[Any] = Deferred()
+    d.errback(Failure(error))
+    return d
