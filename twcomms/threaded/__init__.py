@@ -42,13 +42,14 @@ L{flow} (send and receive windows).
 from twcomms.errors import QueueFullError, ReactorThreadError, SendTimeoutError
 from twcomms.options import FlowControl
 from twcomms.threaded.client import Client
-from twcomms.threaded.connected import ConnectedClient
+from twcomms.threaded.connected import ConnectedClient, Peer
 from twcomms.threaded.server import Server
 
 __all__ = [
     "Client",
     "ConnectedClient",
     "FlowControl",
+    "Peer",
     "QueueFullError",
     "ReactorThreadError",
     "SendTimeoutError",

@@ -75,6 +75,7 @@ class Endpoint(ConnectionReadback):
         self._connect_callbacks = Callbacks("onconnect", "client")
         self._close_callbacks = Callbacks("onclose", "client")
         self._message_callbacks = Callbacks("onmessage", "sender", ("message",))
+        self._request_callbacks = Callbacks("onrequest", "sender", ("message",))
         # Set while stopped/closed (wait() waits for it).
         self._done = threading.Event()
         self._done.set()

@@ -14,6 +14,7 @@ from typing import Any
 
 from twisted.logger import Logger
 
+from twcomms.errors import RemoteError
 from twcomms.threaded.dispatch import SerialQueue
 from twcomms.threaded.flow import ReceiveWindow
 
@@ -130,6 +131,24 @@ class Callbacks:
                     event=self.event,
                     callback=f,
                 )
+
+    def answer(self, reference: Any, *payload: Any) -> Any:
+        """
+        Ask the callbacks in order for an answer (a request's reply): the
+        first that returns something other than L{None} gives it; L{None}
+        if none does. One that raises ends the asking: its exception is
+        the answer's. Worker thread.
+
+        @raise RemoteError: no callbacks (C{NoHandler}).
+        """
+        entries = self._entries
+        if not entries:
+            raise RemoteError("NoHandler", "this peer answers no requests")
+        for f, passes_reference in entries:
+            result = f(reference, *payload) if passes_reference else f(*payload)
+            if result is not None:
+                return result
+        return None
 
 
 def _accepts(signature: inspect.Signature, count: int) -> bool:

@@ -35,6 +35,7 @@ from twcomms.threaded.base import Endpoint, given_options
 from twcomms.threaded.callbacks import Inbox
 from twcomms.threaded.dispatch import Outbox, SerialQueue, WorkerPool
 from twcomms.threaded.eventloop import EventLoop
+from twcomms.threaded.extended import ClientRequests
 from twcomms.threaded.flow import DrainTracker, ReceiveWindow, SendWindow
 from twcomms.wire.framing import check_size
 
@@ -46,7 +47,7 @@ SECTIONS = (*CLIENT_SECTIONS, FlowControl)
 _log = Logger()
 
 
-class Client(Endpoint):
+class Client(ClientRequests, Endpoint):
     """
     A TCP client for json, string or binary messages, with optional
     automatic reconnection; the original's API.
@@ -76,6 +77,7 @@ class Client(Endpoint):
         keep_process_alive: bool = True,
         event_loop: EventLoop | None = None,
         pool: WorkerPool | None = None,
+        credentials: Any = None,
         **keywords: Any,
     ) -> None:
         """
@@ -110,6 +112,10 @@ class Client(Endpoint):
             see C{docs/options.md}.
         @param keep_process_alive: while open, keep the process alive after
             the main script ends (the original's behaviour; default).
+        @param credentials: with C{extensions=True} (or C{"prefer"}): sent
+            to the server, encoded as a message, to authenticate once it has
+            answered the hello; C{connect()} returns once they are accepted,
+            or raises C{AuthenticationError}. Never logged.
         """
         if controlledByServer and connection is None:
             raise ValueError(
@@ -154,6 +160,8 @@ class Client(Endpoint):
             on_connect=self._on_connect,
             on_close=self._on_close,
             on_message=self._on_message,
+            on_request=lambda _factory, message: self._answer(self, message),
+            credentials=credentials,
         )
         self._events = SerialQueue(self._pool)
         self._window = SendWindow.for_flow(self._flow)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from functools import partial
 from threading import get_ident
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from twisted.logger import Logger
 
@@ -26,9 +26,20 @@ from twcomms.threaded.flow import DrainTracker, ReceiveWindow, SendWindow
 if TYPE_CHECKING:
     from twcomms.threaded.server import Server
 
-__all__ = ["ConnectedClient"]
+__all__ = ["ConnectedClient", "Peer"]
 
 _log = Logger()
+
+
+class Peer(NamedTuple):
+    """
+    Who is authenticating (given to a threaded C{Server}'s C{authenticate}):
+    the connection's id, and the peer's address and port.
+    """
+
+    id: str
+    address: str
+    port: int
 
 
 class ConnectedClient:
@@ -149,6 +160,28 @@ class ConnectedClient:
         written. Does not wait.
         """
         self._outbox.put((self, None))
+
+    @property
+    def extended(self) -> bool:
+        """
+        Whether this client agreed the extended protocol (it answers
+        requests, and may join rooms itself).
+        """
+        return self.handle.extended
+
+    @property
+    def identity(self) -> str | None:
+        """
+        Who this client authenticated as (L{None}: it did not).
+        """
+        return self.handle.identity
+
+    def request(self, message: Any, timeout: float | None = -1.0) -> Any:
+        """
+        Send C{message} to this client as a request and return its reply
+        (see L{Server.request}).
+        """
+        return self.server.request(self, message, timeout)
 
     @property
     def behind(self) -> bool:

@@ -18,9 +18,11 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from twisted.internet.defer import Deferred
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
-__all__ = ["Outbox", "SerialQueue", "WorkerPool", "default_pool"]
+__all__ = ["Outbox", "SerialQueue", "WorkerPool", "default_pool", "in_pool"]
 
 _log = Logger()
 
@@ -302,3 +304,29 @@ def default_pool() -> WorkerPool:
         if _pool is None:
             _pool = WorkerPool()
         return _pool
+
+
+def in_pool(
+    pool: WorkerPool,
+    call_from_thread: Callable[..., object],
+    f: Callable[..., Any],
+    *args: Any,
+) -> Deferred[Any]:
+    """
+    Run C{f(*args)} on a worker of C{pool}; a L{Deferred} that fires on the
+    reactor thread (through C{call_from_thread}) with its result or its
+    exception. Called on the reactor thread: how a user's callable that
+    answers something (a request, credentials) runs off it.
+    """
+    d: Deferred[Any] = Deferred()
+
+    def job() -> None:
+        try:
+            result = f(*args)
+        except BaseException:
+            call_from_thread(d.errback, Failure())
+        else:
+            call_from_thread(d.callback, result)
+
+    pool.submit(job)
+    return d

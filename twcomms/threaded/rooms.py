@@ -33,11 +33,13 @@ class Rooms:
         self._members: dict[str, dict[str, Any]] = {}
         self._of: dict[str, set[str]] = {}
 
-    def join(self, client: Any, room: str) -> bool:
+    def join(self, client: Any, room: str, *, carry: bool = True) -> bool:
         """
         Put C{client} (a C{ConnectedClient}) in C{room}; C{True} if it was
         not in it already.
 
+        @param carry: carry the change to the reactor (not when the reactor
+            made it: an extended client's own join).
         @raise ClientGoneError: it has disconnected.
         @raise InvalidRoomError: C{room} is not a valid room name.
         """
@@ -50,11 +52,12 @@ class Rooms:
                 return False
             rooms.add(room)
             self._members.setdefault(room, {})[client.id] = client
-            # Under the lock: changes reach the reactor in the order made.
-            self._apply("join", client, room)
+            if carry:
+                # Under the lock: changes reach the reactor in the order made.
+                self._apply("join", client, room)
         return True
 
-    def leave(self, client: Any, room: str) -> bool:
+    def leave(self, client: Any, room: str, *, carry: bool = True) -> bool:
         """
         Take C{client} out of C{room}; C{True} if it was in it.
         """
@@ -63,7 +66,8 @@ class Rooms:
             if not rooms or room not in rooms:
                 return False
             self._drop(client.id, room)
-            self._apply("leave", client, room)
+            if carry:
+                self._apply("leave", client, room)
         return True
 
     def forget(self, client: Any) -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from functools import partial
 from threading import get_ident
 from typing import Any
@@ -20,9 +20,10 @@ from twcomms.errors import ClientGoneError
 from twcomms.options import FlowControl, Options
 from twcomms.server import SERVER_SECTIONS, ClientHandle, CommsServerFactory, check_room
 from twcomms.threaded.base import Endpoint, given_options
-from twcomms.threaded.connected import ConnectedClient
+from twcomms.threaded.connected import ConnectedClient, Peer
 from twcomms.threaded.dispatch import Outbox, SerialQueue, WorkerPool
 from twcomms.threaded.eventloop import EventLoop
+from twcomms.threaded.extended import ServerRequests, any_room
 from twcomms.threaded.flow import SendWindow
 from twcomms.threaded.rooms import Rooms
 
@@ -34,7 +35,7 @@ SECTIONS = (*SERVER_SECTIONS, FlowControl)
 _log = Logger()
 
 
-class Server(Endpoint):
+class Server(ServerRequests, Endpoint):
     """
     A TCP server for json, string or binary messages, with broadcast and
     connect/close/message events; the original's API.
@@ -59,6 +60,8 @@ class Server(Endpoint):
         keep_process_alive: bool = True,
         event_loop: EventLoop | None = None,
         pool: WorkerPool | None = None,
+        authenticate: Callable[[Any, Peer], Any] | None = None,
+        room_policy: Callable[[ConnectedClient, str, bool], Any] | None = None,
         **keywords: Any,
     ) -> None:
         """
@@ -86,6 +89,16 @@ class Server(Endpoint):
             after C{stall_timeout}.
         @param keep_process_alive: while started, keep the process alive
             after the main script ends (the original's behaviour; default).
+        @param authenticate: C{authenticate(credentials, peer)} for extended
+            clients that send credentials: return an identity (a C{str},
+            then C{client.identity}), or L{None} to refuse (the client's
+            connection closes with reason C{auth failed}); raising refuses
+            too. C{peer} is a L{Peer}. Runs on a worker thread. With the
+            C{require_auth} option, a connection is a client (callbacks,
+            broadcasts) only once authenticated.
+        @param room_policy: C{room_policy(client, room, joining)}: whether an
+            extended client may join (C{joining}) or leave C{room} itself
+            (C{Client.join}); default: any room. Runs on a worker thread.
         """
         given_options(keywords, messageDataType=messageDataType, byteOrder=byteOrder)
         super().__init__(
@@ -100,6 +113,11 @@ class Server(Endpoint):
             on_connect=self._on_connect,
             on_close=self._on_close,
             on_message=self._on_message,
+            on_request=self._on_request,
+            authenticate=(
+                None if authenticate is None else partial(self._off, authenticate)
+            ),
+            room_policy=partial(self._policy, room_policy or any_room),
         )
         self._lock = threading.Lock()
         self._clients: dict[str, ConnectedClient] = {}
