@@ -184,6 +184,82 @@ def test_app_callable_gets_the_factory(tmp_path: Path, cwd: Path) -> None:
         assert recv_json(b) == {"hi": "b"}
 
 
+AUTH_APP = """\
+def install(factory):
+    def authenticate(credentials, client):
+        if credentials == {"user": "ann", "password": "s3cret"}:
+            return "ann"
+        return None
+
+    factory.access.authenticate = authenticate
+"""
+
+
+def test_extended_send_and_listen_authenticate_with_a_hub_that_requires_it(
+    tmp_path: Path, cwd: Path
+) -> None:
+    """
+    C{twcomms serve --require-auth yes} with an C{--app} that checks
+    credentials; C{listen} and C{send} authenticate with credentials from
+    the environment or a file (never argv); wrong ones fail with exit
+    status 1 and a clear message, and the secret is printed nowhere.
+    """
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    (lib / "auth_app.py").write_text(AUTH_APP)
+    secret = '{"user": "ann", "password": "s3cret"}'
+    env = child_env(PYTHONPATH=str(lib), COMMS_SECRET=secret)
+    (tmp_path / "creds.json").write_text(secret + "\n")
+    port = free_port()
+    argv = serve(port, "--require-auth", "yes", "--app", "auth_app:install")
+    address = f"127.0.0.1:{port}"
+    ext = ["--extensions", "yes", "--credentials-env", "COMMS_SECRET"]
+    with hub(argv, port, cwd=cwd, env=env) as server:
+        with Proc(
+            [TWCOMMS, "listen", address, "--count", "1", *ext], cwd=cwd, env=env
+        ) as listen:
+            server.wait_new_client()
+            sent = run(
+                [
+                    TWCOMMS,
+                    "send",
+                    address,
+                    '{"hi": 1}',
+                    "--extensions",
+                    "yes",
+                    "--credentials-file",
+                    str(tmp_path / "creds.json"),
+                ],
+                cwd=cwd,
+                env=env,
+            )
+            assert sent.returncode == 0, sent
+            assert listen.wait_exit(WAIT) == 0, listen.describe()
+            assert listen.output.strip() == '{\n  "hi": 1\n}'
+        refused = run(
+            [
+                TWCOMMS,
+                "send",
+                address,
+                "1",
+                "--extensions",
+                "yes",
+                "--credentials-env",
+                "BAD",
+            ],
+            cwd=cwd,
+            env=child_env(BAD='{"user": "ann", "password": "guess"}'),
+        )
+        assert refused.returncode == 1, refused
+        assert "credentials refused" in refused.stderr
+        plain = run([TWCOMMS, "send", address, "1"], cwd=cwd)
+        assert plain.returncode == 0  # sent; the hub then closes it unread
+        server.wait_line(r"without authenticating")
+        server_log = server.output
+    for text in (server_log, refused.stdout, refused.stderr, sent.stdout, sent.stderr):
+        assert "s3cret" not in text and "guess" not in text
+
+
 @pytest.mark.parametrize("command", ["twistd", "serve"])
 def test_bad_app_fails_clearly(command: str, cwd: Path) -> None:
     port = free_port()

@@ -108,6 +108,19 @@ def _parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParse
             "--ca", metavar="PEM", help="CA certificate(s) to trust for --tls"
         )
         p.add_argument("--hostname", help="name the server certificate must carry")
+        secret = p.add_mutually_exclusive_group()
+        secret.add_argument(
+            "--credentials-env",
+            metavar="NAME",
+            help="with --extensions: authenticate with the credentials in this "
+            "environment variable (a message: JSON text in json mode); never "
+            "given on the command line, where every user sees it",
+        )
+        secret.add_argument(
+            "--credentials-file",
+            metavar="PATH",
+            help="the same, read from this file (a trailing newline is dropped)",
+        )
         add_arguments(p, CLIENT_COMMAND_SECTIONS)
 
     send = sub.add_parser(
@@ -178,6 +191,7 @@ def parse_command(args_list: list[str]) -> argparse.Namespace:
         )
     except (TypeError, ValueError) as e:
         (sub or parser).error(str(e))
+    args.credentials = _credentials(args, sub or parser)
     if args.command == "send":
         assert sub is not None
         if (args.message is None) == (args.file is None):
@@ -271,7 +285,9 @@ def _run(command: Any, args: argparse.Namespace) -> int:
 async def _connect(
     reactor: Any, args: argparse.Namespace, **kw: Any
 ) -> CommsClientFactory:
-    client = CommsClientFactory(options=args.options, reactor=reactor, **kw)
+    client = CommsClientFactory(
+        options=args.options, reactor=reactor, credentials=args.credentials, **kw
+    )
     host, port = args.address
     if args.tls:
         client.connectSSL(
@@ -305,6 +321,37 @@ async def _send(reactor: Any, args: argparse.Namespace) -> None:
     reason = await _close(client)
     if reason not in (CloseReason.CLOSED, None):
         raise _Failed(f"the connection closed before everything was sent ({reason})")
+
+
+def _credentials(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Any:
+    """
+    The credentials named by C{--credentials-env} or C{--credentials-file},
+    as a message of the connection's type; L{None} if neither was given.
+    """
+    env = getattr(args, "credentials_env", None)
+    path = getattr(args, "credentials_file", None)
+    if env is None and path is None:
+        return None
+    if not args.options.hello.extensions:
+        parser.error("--credentials-env/--credentials-file need --extensions yes")
+    if env is not None:
+        text = os.environ.get(env)
+        if text is None:
+            parser.error(f"--credentials-env {env}: no such environment variable")
+    else:
+        assert path is not None
+        try:
+            with open(path, encoding="utf-8") as f:
+                text = f.read().removesuffix("\n")
+        except OSError as e:
+            parser.error(f"--credentials-file: {e}")
+    data_type = args.options.connection.codec.name
+    if data_type == "json":
+        try:
+            return json.loads(text)
+        except ValueError:
+            parser.error("the credentials are not JSON text (json mode)")
+    return _as_message(text, data_type)
 
 
 def _as_message(text: str, data_type: str) -> Any:
