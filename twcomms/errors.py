@@ -242,10 +242,17 @@ class NotNegotiatedError(CommsError, RuntimeError):
 class ExtensionsRefusedError(NotConnectedError):
     """
     A client asked for extensions (C{extensions=True}) and the server did
-    not answer its hello within C{extension_timeout}: it is not a twcomms
-    server, or it has extensions turned off. Use C{extensions="prefer"} to
+    not answer its hello within C{extension_timeout}, or closed the
+    connection instead: it is not a twcomms server, or it has extensions
+    turned off (or, for a close, it is full). Use C{extensions="prefer"} to
     fall back to the plain protocol, or C{extensions=False}.
+
+    @ivar closed: whether the server closed the connection rather than stay
+        silent (an original server in json or string mode does, on a
+        hello; so does a full twcomms server, before reading it).
     """
+
+    closed = False
 
 
 class RequestTimeoutError(CommsError, TimeoutError):

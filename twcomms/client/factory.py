@@ -200,6 +200,10 @@ class CommsClientFactory(ConnectionReadback, ReconnectingClientFactory):
         # extensions="prefer" and the server did not answer: plain from now.
         self.plain_only = False
         self._fallBack = False
+        # The next attempt is plain (a server closed on our hello), and the
+        # connection it made.
+        self._plainTrial = False
+        self._trial: CommsProtocol | None = None
         self.scheduled_delays: list[float] = []
         self.failures = 0
         self._stopped = False
@@ -311,7 +315,8 @@ class CommsClientFactory(ConnectionReadback, ReconnectingClientFactory):
     def buildProtocol(self, addr: Any) -> CommsProtocol:
         receiver = ClientConnection(self)
         options = self.options
-        wanted = options.hello.extensions and not self.plain_only
+        trial, self._plainTrial = self._plainTrial, False
+        wanted = options.hello.extensions and not (self.plain_only or trial)
         proto = CommsProtocol(
             receiver,
             options=options.connection,
@@ -319,6 +324,7 @@ class CommsClientFactory(ConnectionReadback, ReconnectingClientFactory):
             negotiation=client_hello(options, self._credentials) if wanted else None,
         )
         receiver.protocol = proto
+        self._trial = proto if trial else None
         self._protocols.add(proto)
         proto.factory = self
         return proto
@@ -460,6 +466,14 @@ class CommsClientFactory(ConnectionReadback, ReconnectingClientFactory):
     def _stable(self) -> None:
         self._stableCall = None
         self.resetDelay()
+        if self._trial is not None and self._trial is self.connection:
+            # The server closed on our hello, and keeps a plain connection:
+            # it does not speak extensions. Plain from now on.
+            self.plain_only = True
+            _log.info(
+                "{where} takes plain connections: plain from now on",
+                where=self._where(),
+            )
 
     def _cancelStable(self) -> None:
         cancel_call(self._stableCall)
@@ -616,13 +630,29 @@ class CommsClientFactory(ConnectionReadback, ReconnectingClientFactory):
         self._lastFailure = Failure(error)
         if isinstance(error, ExtensionsRefusedError):
             if self.options.hello.extensions == "prefer":
+                self._fallBack = True
+                if self._credentials is not None:
+                    _log.warn(
+                        "{where}: falling back to plain, so without the "
+                        "credentials (only the extended protocol carries them)",
+                        where=self._where(),
+                    )
+                if error.closed:
+                    # Closed on our hello (an original server), or full (a
+                    # twcomms one): plain this once; remembered only if the
+                    # plain connection then stays up (see _stable).
+                    self._plainTrial = True
+                    _log.warn(
+                        "{where} closed the connection on our hello; trying plain",
+                        where=self._where(),
+                    )
+                    return
                 _log.warn(
                     "{where} does not speak twcomms extensions; connecting "
                     "plain, now and on every reconnection",
                     where=self._where(),
                 )
                 self.plain_only = True
-                self._fallBack = True
         elif isinstance(error, AuthenticationError):
             # The same credentials would be refused again.
             self.stopTrying()

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import math
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet.defer import Deferred, maybeDeferred
@@ -103,8 +104,20 @@ class Channel:
         params = self.features.get("heartbeat")
         if params is None:
             return
-        interval = float(params["interval"])
-        timeout = float(params["timeout"])
+        interval: Any = params.get("interval")
+        timeout: Any = params.get("timeout")
+        if not (_seconds(interval) and _seconds(timeout)):
+            # (Only a peer that is not twcomms grants such values.)
+            _log.warn(
+                "{peer} agreed heartbeats with unusable parameters {params!r}: "
+                "no heartbeat on this connection",
+                peer=self.protocol.peer,
+                params=params,
+            )
+            del self.features["heartbeat"]
+            return
+        interval = float(interval)
+        timeout = float(timeout)
         proto = self.protocol
         self.silence = Timeout(interval + timeout, self._silent, proto.clock)
         if not proto.readPausedFor:
@@ -352,3 +365,15 @@ class Channel:
         for d, call, _ in pending.values():
             cancel_call(call)
             d.errback(error)
+
+
+def _seconds(value: Any) -> bool:
+    """
+    Whether C{value} is a usable number of seconds (finite, positive).
+    """
+    return (
+        isinstance(value, (int, float))
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+        and value > 0
+    )

@@ -16,7 +16,11 @@ from twisted.logger import Logger
 
 from twcomms.connection.interfaces import CloseReason
 from twcomms.connection.timers import Timeout
-from twcomms.errors import AuthenticationError, ExtensionsRefusedError
+from twcomms.errors import (
+    AuthenticationError,
+    ExtensionsRefusedError,
+    NotConnectedError,
+)
 from twcomms.options import ExtensionOptions
 from twcomms.wire.extended import (
     VERSION,
@@ -86,6 +90,10 @@ class ServerHello(Negotiation):
         protocol.startReceiving()
 
     def frameReceived(self, proto: CommsProtocol, payload: bytes) -> None:
+        if proto.closing:
+            # Refused already (max_clients, stopping): nothing to answer.
+            proto.negotiation = None
+            return
         try:
             hello = parse_hello(payload)
         except HelloError as e:
@@ -164,13 +172,24 @@ class ClientHello(Negotiation):
         proto = self._protocol
         self._held.append(payload)
         self._heldBytes += len(payload)
-        if self._heldBytes > proto.MAX_LENGTH:
-            # A server that answers at all answers within a message or two.
-            self._protocol.negotiationError = ExtensionsRefusedError(
-                f"{proto.peer} sent {self._heldBytes} bytes of messages and no "
-                f"answer to our hello; it does not speak twcomms extensions"
+        if self._heldBytes <= proto.MAX_LENGTH:
+            return
+        if self._answered:
+            # Authenticating, while a server that does not require it
+            # broadcasts: more than a message's worth is more than we hold
+            # for an application that does not have the connection yet.
+            proto.negotiationError = NotConnectedError(
+                f"{proto.peer} sent {self._heldBytes} bytes of messages while "
+                f"we authenticated (over max_message_size); closing"
             )
-            proto.abort(CloseReason.EXTENSION_TIMEOUT)
+            proto.abort(CloseReason.ERROR)
+            return
+        # A server that answers at all answers within a message or two.
+        proto.negotiationError = ExtensionsRefusedError(
+            f"{proto.peer} sent {self._heldBytes} bytes of messages and no "
+            f"answer to our hello; it does not speak twcomms extensions"
+        )
+        proto.abort(CloseReason.EXTENSION_TIMEOUT)
 
     def _noAnswer(self) -> None:
         proto = self._protocol
@@ -195,6 +214,15 @@ class ClientHello(Negotiation):
             agreed=", ".join(sorted(answer.features)) or "nothing",
         )
         if self._credentials is None:
+            if answer.features.get("auth", {}).get("required"):
+                self._refused(
+                    AuthenticationError(
+                        "CredentialsRequired",
+                        f"{proto.peer} requires authentication: connect with "
+                        f"credentials",
+                    )
+                )
+                return
             self._start()
             return
         if "auth" not in answer.features:
@@ -223,7 +251,7 @@ class ClientHello(Negotiation):
         proto = self._protocol
         self._protocol.negotiationError = error
         _log.warn(
-            "{peer} refused our credentials: {error}", peer=proto.peer, error=error
+            "authentication with {peer} failed: {error}", peer=proto.peer, error=error
         )
         proto.close(CloseReason.AUTH_FAILED)
 
@@ -240,3 +268,15 @@ class ClientHello(Negotiation):
     def connectionLost(self) -> None:
         if self._timer is not None:
             self._timer.stop()
+        proto = self._protocol
+        if not self._answered and proto.negotiationError is None:
+            # An original Python Comms server in json or string mode closes
+            # the connection on a frame that is not text (the hello); so
+            # does a full twcomms server (max_clients), before reading it.
+            error = ExtensionsRefusedError(
+                f"{proto.peer} closed the connection before answering our "
+                f"hello: it does not speak twcomms extensions (an original "
+                f"Python Comms server closes on a hello), or it is full"
+            )
+            error.closed = True
+            proto.negotiationError = error

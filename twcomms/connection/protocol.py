@@ -284,7 +284,7 @@ class CommsProtocol(FrameReceiver):
         limit = min(self.MAX_LENGTH, MAX_EXTENDED_MESSAGE)
         self.MAX_LENGTH = limit
         if answer is not None:
-            self._writer().sendString(answer)
+            self._writeUncounted(answer)
         writer = self._writer()
         writer.maxLength = limit
         self.controlLimit = limit + CONTROL_OVERHEAD
@@ -298,7 +298,15 @@ class CommsProtocol(FrameReceiver):
         """
         Write a client's hello (the first frame).
         """
-        self._writer().sendString(hello)
+        self._writeUncounted(hello)
+
+    def _writeUncounted(self, payload: bytes) -> None:
+        # A hello or its answer: a plain frame but no message. The peer
+        # does not count it received, so it is not counted sent either.
+        writer = self._writer()
+        writer.sendString(payload)
+        writer.messagesSent -= 1
+        writer.bytesSent -= len(payload)
 
     def controlReceived(self, body: bytes) -> None:
         assert self.channel is not None  # controlLimit is 0 until extend()

@@ -12,6 +12,7 @@ Deferreds.
 from __future__ import annotations
 
 import collections
+import math
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -50,7 +51,9 @@ class AuthThrottle:
     """
     Counts failed authentications per peer address over a sliding window;
     an address with C{max_failures} in the window is refused unchecked
-    until the oldest leaves it.
+    until the oldest leaves it. Checks in progress count as failures to
+    be (L{admit}), so guesses sent at once on many connections get no
+    more checks than that either.
     """
 
     def __init__(self, max_failures: int, window: float, clock: IReactorTime) -> None:
@@ -60,6 +63,9 @@ class AuthThrottle:
         self._failures: collections.OrderedDict[str, collections.deque[float]] = (
             collections.OrderedDict()
         )
+        # Per address: checks in progress, and attempts waiting for them.
+        self._checking: dict[str, int] = {}
+        self._held: dict[str, list[Deferred[None]]] = {}
 
     def wait(self, address: str) -> float:
         """
@@ -77,6 +83,36 @@ class AuthThrottle:
         if len(times) < self.max_failures:
             return 0.0
         return times[0] + self.window - now
+
+    def admit(self, address: str) -> Deferred[float]:
+        """
+        When an attempt from C{address} may be checked: fires with 0 once
+        checking it, with the checks in progress, cannot take the address
+        over C{max_failures} (call L{done} once it is decided), or with the
+        seconds to wait, to refuse it unchecked.
+        """
+        wait = self.wait(address)
+        if wait:
+            return succeed(wait)
+        failures = len(self._failures.get(address, ()))
+        checking = self._checking.get(address, 0)
+        if failures + checking < self.max_failures:
+            self._checking[address] = checking + 1
+            return succeed(0.0)
+        held: Deferred[None] = Deferred()
+        self._held.setdefault(address, []).append(held)
+        return held.addCallback(lambda _: self.admit(address))
+
+    def done(self, address: str) -> None:
+        """
+        A check that L{admit} allowed is decided (and L{failed} called if
+        it failed): the attempts waiting for it are looked at again.
+        """
+        checking = self._checking.pop(address) - 1
+        if checking:
+            self._checking[address] = checking
+        for held in self._held.pop(address, ()):
+            held.callback(None)
 
     def failed(self, address: str) -> None:
         times = self._failures.pop(address, None)
@@ -114,9 +150,16 @@ class Access:
         """
         Called before the server listens.
 
-        @raise ValueError: C{require_auth} without an C{authenticate}.
+        @raise ValueError: C{require_auth} without an C{authenticate}, or
+            without C{accept_extensions} (nobody could authenticate).
         """
-        if self.options.access.require_auth and self.authenticate is None:
+        access = self.options.access
+        if access.require_auth and not access.accept_extensions:
+            raise ValueError(
+                "require_auth=True needs accept_extensions=True: clients "
+                "authenticate over the extended protocol"
+            )
+        if access.require_auth and self.authenticate is None:
             raise ValueError(
                 "require_auth=True needs authenticate=, the callable that checks "
                 "credentials (twistd: set server.access.authenticate in --app)"
@@ -140,8 +183,12 @@ class Access:
             }
         if "request" in wanted:
             granted["request"] = {"max_in_flight": extended.max_requests_in_flight}
-        if "auth" in wanted and self.authenticate is not None:
-            granted["auth"] = {"required": self.options.access.require_auth}
+        required = self.options.access.require_auth
+        if ("auth" in wanted or required) and self.authenticate is not None:
+            # Announced even unasked when required: a client without
+            # credentials then fails at once, saying why, rather than
+            # after auth_timeout.
+            granted["auth"] = {"required": required}
         if "rooms" in wanted:
             granted["rooms"] = {}
         return granted
@@ -185,9 +232,13 @@ class Access:
         return b"\x01" if changed else b"\x00"
 
     def _authenticate(self, client: ClientHandle, body: bytes) -> Deferred[bytes]:
+        return self.throttle.admit(client.address).addCallback(
+            self._check, client, body
+        )
+
+    def _check(self, wait: float, client: ClientHandle, body: bytes) -> Deferred[bytes]:
         assert self.authenticate is not None  # auth is granted only with it
         address = client.address
-        wait = self.throttle.wait(address)
         if wait:
             _log.warn(
                 "refused authentication from {peer} unchecked: too many failed "
@@ -205,11 +256,13 @@ class Access:
         try:
             credentials = self.factory.options.connection.codec.decode(body)
         except ValueError as e:
-            return self._failed(client, f"credentials did not decode: {e}")
+            refusal = self._failed(client, f"credentials did not decode: {e}")
+            self.throttle.done(address)
+            return refusal
         d = maybeDeferred(self.authenticate, credentials, client)
 
         def decided(identity: Any) -> bytes:
-            if identity is None or identity is False:
+            if identity is None or identity is False or identity == "":
                 raise AuthenticationError("AuthenticationFailed", "credentials refused")
             name = str(identity)
             self.factory.clientAuthenticated(client, name)
@@ -232,7 +285,11 @@ class Access:
             )
             return failure
 
-        return d.addCallback(decided).addErrback(refused)
+        def settled(result: Any) -> Any:
+            self.throttle.done(address)
+            return result
+
+        return d.addCallback(decided).addErrback(refused).addBoth(settled)
 
     def _failed(self, client: ClientHandle, why: str) -> Deferred[bytes]:
         self.throttle.failed(client.address)
@@ -271,7 +328,11 @@ _NOT_AUTHENTICATED = AuthenticationError("NotAuthenticated", "authenticate first
 
 
 def _clamp(asked: Any, ours: float) -> float:
-    if isinstance(asked, bool) or not isinstance(asked, (int, float)):
+    if (
+        isinstance(asked, bool)
+        or not isinstance(asked, (int, float))
+        or not math.isfinite(asked)
+    ):
         return ours
     return float(min(max(asked, MIN_HEARTBEAT_INTERVAL), ours))
 

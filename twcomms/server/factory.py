@@ -551,7 +551,9 @@ class CommsServerFactory(ConnectionReadback, ServerFactory):
         if client.auth_timer is not None:
             client.auth_timer.stop()
             client.auth_timer = None
-        if not client.registered:
+        if not client.registered and not client.protocol.closing:
+            # (An authenticate() that answered after the connection closed
+            # -- auth timeout, client gone -- registers nobody.)
             self._register(client)
 
     def _register(self, client: ClientHandle) -> None:

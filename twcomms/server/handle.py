@@ -206,6 +206,9 @@ class ClientHandle:
         return self.factory.access.controlRequest(self, kind, body)
 
     def messageDecodeFailed(self, error: DecodeError) -> None:
+        if not self.registered and self.auth_timer is not None:
+            self.factory.access.unauthenticated(self, "a message")
+            return
         self.factory.clientDecodeFailed(self, error)
 
     def stopReceivingMessages(self, reason: CloseReason, failure: Failure) -> None:

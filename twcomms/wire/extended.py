@@ -163,7 +163,11 @@ def parse_hello(payload: bytes, *, answer: bool = False) -> Hello | None:
         raise HelloError(f"{what} version {version}: versions start at 1")
     nonce = bytes(payload[len(magic) + 1 : _PREFIX])
     try:
-        features = json.loads(payload[_PREFIX:].decode("utf-8"))
+        # NaN and Infinity are Python's JSON, not JSON: other peers' parsers
+        # refuse them, and a NaN interval would reach a timer.
+        features = json.loads(
+            payload[_PREFIX:].decode("utf-8"), parse_constant=_not_a_number
+        )
     except (UnicodeDecodeError, ValueError) as e:
         raise HelloError(f"the {what}'s features are not UTF-8 JSON: {e}") from None
     if not isinstance(features, dict) or not all(
@@ -174,6 +178,10 @@ def parse_hello(payload: bytes, *, answer: bool = False) -> Hello | None:
             f"{payload[_PREFIX:][:60]!r}"
         )
     return Hello(version, nonce, features)
+
+
+def _not_a_number(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
 
 
 def control_frame(

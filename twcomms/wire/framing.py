@@ -38,6 +38,7 @@ from twisted.internet.interfaces import ITCPTransport
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 
+from twcomms.wire.extended import MAX_EXTENDED_MESSAGE
 from twcomms.wire.format import (
     BIG_ENDIAN,
     DEFAULT_MAX_MESSAGE_SIZE,
@@ -219,7 +220,12 @@ class FrameReceiver(Protocol):
 
         hdr = header_struct(self.structFormat)
         plen = hdr.size
-        limit = self.MAX_LENGTH
+        # A header over this is checked in full (rare: a control frame, a
+        # message over 2 GiB that MAX_LENGTH allows, or an oversized one).
+        # Capped at what an extended connection allows, so the cap still
+        # holds when a frame of this very chunk (a hello, an answer) lowers
+        # MAX_LENGTH to that and makes the headers after it control frames.
+        limit = min(self.MAX_LENGTH, MAX_EXTENDED_MESSAGE)
         size = len(data)
         offset = 0
 
@@ -259,11 +265,13 @@ class FrameReceiver(Protocol):
             (length,) = hdr.unpack(header)
             control = False
             if length > limit:
-                length = self._controlLength(length)
-                if length < 0:
-                    self._discardRest(hdr.unpack(header)[0])
+                clen = self._controlLength(length)
+                if clen >= 0:
+                    length = clen
+                    control = True
+                elif length > self.MAX_LENGTH:
+                    self._discardRest(length)
                     return
-                control = True
             offset = need
             end = offset + length
             if end > size:
@@ -293,22 +301,24 @@ class FrameReceiver(Protocol):
                 return
             (length,) = unpack_from(data, offset)
             if length > limit:
-                # (Rare: a control frame, or the end of the stream.)
+                # (Rare: a control frame, a message over 2 GiB, or the end
+                # of the stream.)
                 clen = self._controlLength(length)
-                if clen < 0:
+                if clen >= 0:
+                    start = offset + plen
+                    end = start + clen
+                    if end > size:
+                        self._startPayload(data[start:], clen)
+                        self._controlBody = True
+                        return
+                    self.controlReceived(data[start:end])
+                    offset = end
+                    if self._discarding:
+                        return
+                    continue
+                if length > self.MAX_LENGTH:
                     self._discardRest(length)
                     return
-                start = offset + plen
-                end = start + clen
-                if end > size:
-                    self._startPayload(data[start:], clen)
-                    self._controlBody = True
-                    return
-                self.controlReceived(data[start:end])
-                offset = end
-                if self._discarding:
-                    return
-                continue
             start = offset + plen
             end = start + length
             if end > size:
