@@ -1,7 +1,10 @@
 """
-Request/reply with the threaded API: the server answers each request on the
-connection it came from (the sender handle), and the client matches replies
-to requests by id.
+Request/reply with the threaded API over plain messages: the server answers
+each request on the connection it came from (the sender handle), and the
+client matches replies to requests by id. This works with any peer, the
+original library and Unity clients included; between twcomms peers the
+built-in request/reply (ids, timeouts, error replies, requests both ways)
+does it for you: see examples/extensions.py.
 
     python examples/request_reply.py            # runs both ends, port 0
 """

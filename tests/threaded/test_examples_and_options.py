@@ -176,6 +176,24 @@ def test_request_reply_example() -> None:
     assert "= 4950" in result.stdout
 
 
+def test_extensions_example() -> None:
+    result = subprocess.run(
+        [sys.executable, str(EXAMPLES / "extensions.py")],
+        capture_output=True,
+        text=True,
+        timeout=WAIT,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [
+        "authenticated as ann",
+        "sum: {'sum': 6, 'for': 'ann'}",
+        "client says: {'status': 'ok'}",
+        "joined lab: True",
+        "room message: {'to': 'the lab'}",
+        "refused: RoomRefused",
+    ]
+
+
 def test_file_transfer_example(tmp_path: Path) -> None:
     source = tmp_path / "payload.bin"
     source.write_bytes(os.urandom(3 * (1 << 20) + 123))
