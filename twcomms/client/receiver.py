@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from twisted.internet.defer import Deferred
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -51,7 +50,7 @@ class ClientConnection:
             except Exception:
                 _log.failure("on_message callback {callback!r} raised", callback=f)
 
-    def requestReceived(self, message: Any) -> Deferred[Any]:
+    def requestReceived(self, message: Any) -> Any:
         return first_answer(self.factory.on_request, self.factory, message)
 
     def messageDecodeFailed(self, error: DecodeError) -> None:

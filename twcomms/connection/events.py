@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
 from twcomms.errors import RemoteError
@@ -43,23 +43,30 @@ def call_each(callbacks: list[Callable[..., object]], event: str, *args: Any) ->
             )
 
 
-def first_answer(handlers: list[Callable[..., Any]], *args: Any) -> Deferred[Any]:
+def first_answer(handlers: list[Callable[..., Any]], *args: Any) -> Any:
     """
     The answer to a request: C{handlers} are asked in order with C{args},
     and the first to return something other than L{None} (or a Deferred
-    firing with it) answers; if none does, the answer is L{None}. With no
-    handlers at all, it fails with L{RemoteError} C{NoHandler}.
+    firing with it) answers; if none does, the answer is L{None}. The
+    answer is a value, or a L{Deferred} once a handler returned one; a
+    handler's exception propagates.
+
+    @raise RemoteError: there are no handlers (C{NoHandler}).
     """
-    handlers = list(handlers)
     if not handlers:
-        d: Deferred[Any] = Deferred()
-        d.errback(RemoteError("NoHandler", "this peer answers no requests"))
-        return d
+        raise RemoteError("NoHandler", "this peer answers no requests")
+    for index, handler in enumerate(handlers):
+        result = handler(*args)
+        if isinstance(result, Deferred):
+            rest = handlers[index + 1 :]
+            if rest:
+                result.addCallback(_or_next, rest, args)
+            return result
+        if result is not None:
+            return result
+    return None
 
-    def ask(index: int) -> Deferred[Any]:
-        answer = maybeDeferred(handlers[index], *args)
-        if index + 1 < len(handlers):
-            answer.addCallback(lambda r: ask(index + 1) if r is None else r)
-        return answer
 
-    return ask(0)
+def _or_next(result: Any, rest: list[Callable[..., Any]], args: tuple[Any, ...]) -> Any:
+    # A handler's Deferred fired: its answer, or the next handlers'.
+    return first_answer(rest, *args) if result is None else result

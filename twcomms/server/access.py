@@ -297,7 +297,7 @@ class Access:
 
     # -- requests -------------------------------------------------------------
 
-    def requestReceived(self, client: ClientHandle, message: Any) -> Deferred[Any]:
+    def requestReceived(self, client: ClientHandle, message: Any) -> Any:
         """
         Ask the C{on_request} handlers, in order, for a reply to C{message};
         the first that returns something other than L{None} answers (none:

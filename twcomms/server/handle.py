@@ -199,7 +199,7 @@ class ClientHandle:
                     id=self.id,
                 )
 
-    def requestReceived(self, message: Any) -> Deferred[Any]:
+    def requestReceived(self, message: Any) -> Any:
         return self.factory.access.requestReceived(self, message)
 
     def controlRequest(self, kind: Kind, body: bytes) -> Deferred[bytes]:
