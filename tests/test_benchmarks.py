@@ -18,6 +18,14 @@ def test_every_peer_benchmark_cell_is_produced(tmp_path: Path) -> None:
     assert (tmp_path / "peers-quick.json").exists()
 
 
+def test_every_extensions_benchmark_cell_is_produced(tmp_path: Path) -> None:
+    from benchmarks.extensions import problems, run_quick
+
+    run = run_quick(tmp_path)
+    assert not problems(run), problems(run)
+    assert (tmp_path / "extensions-quick.json").exists()
+
+
 def test_the_rooms_benchmark_runs_and_prints_its_figures(
     capsys: pytest.CaptureFixture[str],
 ) -> None:

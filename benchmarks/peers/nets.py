@@ -59,7 +59,7 @@ class _TwistedLoop:
             self.reactor.stop()
 
 
-class _TwcommsNet(_TwistedLoop):
+class TwcommsNet(_TwistedLoop):
     """
     twcomms' Twisted API.
     """
@@ -318,7 +318,7 @@ class _AsyncioNet:
 
 def make_net(system: str, binary: bool) -> Any:
     if system == "twcomms-twisted":
-        return _TwcommsNet(binary)
+        return TwcommsNet(binary)
     if system == "stock-twisted":
         return _StockNet(binary)
     if system == "asyncio":

@@ -36,7 +36,7 @@ from benchmarks.peers.settings import (
 from benchmarks.peers.targets import evaluate, print_targets
 
 
-def _environment() -> dict[str, Any]:
+def environment() -> dict[str, Any]:
     env: dict[str, Any] = {
         "python": platform.python_version(),
         "platform": platform.platform(),
@@ -138,7 +138,7 @@ def run_benchmark(
         "settings": asdict(settings),
         "scenarios": scenarios,
         "systems": systems,
-        "environment": _environment(),
+        "environment": environment(),
         "cells": [],
     }
     if profile_dir is not None:

@@ -25,17 +25,17 @@ from benchmarks.peers.settings import MIB, MODULE, NOT_APPLICABLE, ROOT, Setting
 from harness.procs import end_process
 
 
-class _Cutoff(Exception):
+class Cutoff(Exception):
     """
     The cell ran out of time (or, in E, stopped making progress).
     """
 
 
-class _CellError(Exception):
+class CellError(Exception):
     pass
 
 
-class _Proc:
+class Proc:
     """
     One child process; its stdout JSON lines go to a shared queue.
     """
@@ -99,7 +99,7 @@ def client_split(total: int, per_proc: int, min_procs: int) -> list[int]:
     return [base + (1 if i < extra else 0) for i in range(procs)]
 
 
-def _cell_specs(
+def cell_specs(
     scn: str, system: str, settings: Settings, size_mib: float | None
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """
@@ -177,10 +177,10 @@ def _run_cell_once(
     size_mib: float | None = None,
     profile_dir: Path | None = None,
 ) -> dict[str, Any]:
-    server_spec, client_specs = _cell_specs(scn, system, settings, size_mib)
+    server_spec, client_specs = cell_specs(scn, system, settings, size_mib)
     bound = settings.bound(scn)
     events: queue.Queue[Any] = queue.Queue()
-    procs: list[_Proc] = []
+    procs: list[Proc] = []
     progress: dict[str, Any] = {}
     results: dict[str, dict[str, Any]] = {}
     started = time.monotonic()
@@ -204,20 +204,20 @@ def _run_cell_once(
             t = time.monotonic()
             remaining = deadline - t
             if remaining <= 0:
-                raise _Cutoff("time bound")
+                raise Cutoff("time bound")
             if stall is not None and t - last_change[0] > stall:
-                raise _Cutoff(f"stalled: no new connection for {stall:g} s")
+                raise Cutoff(f"stalled: no new connection for {stall:g} s")
             try:
                 return events.get(timeout=min(remaining, 1.0))  # type: ignore[no-any-return]
             except queue.Empty:
                 continue
 
-    def by_name(name: str) -> _Proc:
+    def by_name(name: str) -> Proc:
         return next(p for p in procs if p.name == name)
 
     try:
         procs.append(
-            _Proc(
+            Proc(
                 "server",
                 _child_cmd("server", system, scn, server_spec, prof("server")),
                 events,
@@ -226,7 +226,7 @@ def _run_cell_once(
         for i, spec in enumerate(client_specs):
             name = f"client{i}"
             procs.append(
-                _Proc(name, _child_cmd("client", system, scn, spec, prof(name)), events)
+                Proc(name, _child_cmd("client", system, scn, spec, prof(name)), events)
             )
         need = {p.name for p in procs if p.name != "server" or scn != "B"}
         ready = False
@@ -234,7 +234,7 @@ def _run_cell_once(
             name, ev = next_event()
             if ev is None:
                 if name in need or (name == "server" and not ready):
-                    raise _CellError(f"{name} exited early: {by_name(name).tail()}")
+                    raise CellError(f"{name} exited early: {by_name(name).tail()}")
                 continue
             kind = ev.get("ev")
             if kind == "ready" and name == "server":
@@ -246,18 +246,18 @@ def _run_cell_once(
                 if name == "server" and ev.get("accepted") != last_change[1]:
                     last_change[:] = [time.monotonic(), ev.get("accepted")]
             elif kind == "error":
-                raise _CellError(ev.get("error", "error"))
+                raise CellError(ev.get("error", "error"))
             elif kind == "result":
                 results[name] = ev
                 need.discard(name)
-        cell = {"status": "ok", **_figures(scn, results, server_spec, client_specs)}
-    except _Cutoff as e:
+        cell = {"status": "ok", **figures(scn, results, server_spec, client_specs)}
+    except Cutoff as e:
         cell = {
             "status": "cutoff",
             "why": str(e),
             "progress": _summarise_progress(scn, progress),
         }
-    except _CellError as e:
+    except CellError as e:
         cell = {"status": "error", "error": str(e)[:400]}
     finally:
         for p in procs:
@@ -286,7 +286,7 @@ def _summarise_progress(scn: str, progress: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _figures(
+def figures(
     scn: str,
     results: dict[str, dict[str, Any]],
     server_spec: dict[str, Any],
@@ -297,7 +297,7 @@ def _figures(
     if scn == "A":
         n = server["count"]
         if server["last"] != n - 1:
-            raise _CellError(f"last message was {server['last']}, not {n - 1}")
+            raise CellError(f"last message was {server['last']}, not {n - 1}")
         elapsed = server["t_last"] - server["t_first"]
         client = clients[0]
         return {
