@@ -1428,3 +1428,107 @@ def test_prefer_keeps_asking_a_full_twcomms_server() -> None:
         net.flush()
     assert client.connected and proto_of(client).extended
     assert not client.plain_only
+
+
+def _replier(net: MemoryNetwork) -> tuple[CommsServerFactory, list[Deferred[Any]]]:
+    """
+    A server whose request handler answers only when the test fires the
+    Deferred it returns (kept in the list).
+    """
+    answers: list[Deferred[Any]] = []
+
+    def later(handle: ClientHandle, message: Any) -> Deferred[Any]:
+        d: Deferred[Any] = Deferred()
+        answers.append(d)
+        return d
+
+    return serve(net, on_request=later), answers
+
+
+def test_a_reply_arrives_while_reading_is_paused() -> None:
+    """
+    A client paused reading (its callbacks are behind) while it waits for a
+    reply: the reply still arrives; the messages that came with it are held
+    and delivered, in order, once reading resumes. (A threaded callback
+    blocked in request() would otherwise wait for a reply nobody reads.)
+    """
+    net = MemoryNetwork()
+    server, answers = _replier(net)
+    client, inbox = client_for(net)
+    proto = proto_of(client)
+    reply = results(client.request(["q"]))
+    net.flush()
+    proto.pauseReading("behind")
+    for n in range(5):
+        server.broadcast([n])
+    net.flush()
+    assert not proto.paused  # reading on while the reply is awaited
+    server.broadcast([5])
+    answers[0].callback("the answer")
+    net.flush()
+    assert reply == ["the answer"]
+    assert proto.paused  # answered: paused for real now
+    assert inbox == []  # held: reading is paused for the application
+    proto.resumeReading("behind")
+    assert inbox == [[n] for n in range(6)]
+    # No request waits any more: a new pause stops reading for real.
+    proto.pauseReading("behind")
+    assert proto.paused
+    server.broadcast(["later"])
+    net.flush()
+    proto.resumeReading("behind")
+    net.flush()
+    assert inbox[-1] == ["later"]
+
+
+def test_a_request_made_while_paused_still_gets_its_reply() -> None:
+    """
+    Reading was paused for real (no request waited); a request made then
+    reads on for its reply, holding messages, and stops reading again once
+    it is answered.
+    """
+    net = MemoryNetwork()
+    server, answers = _replier(net)
+    client, inbox = client_for(net)
+    proto = proto_of(client)
+    proto.pauseReading("behind")
+    server.broadcast(["before"])
+    net.flush()
+    assert proto.paused and inbox == []
+    reply = results(client.request(["q"]))
+    net.flush()
+    assert not proto.paused  # reading on, for the reply
+    answers[0].callback("yes")
+    net.flush()
+    assert reply == ["yes"]
+    assert proto.paused  # answered: paused for real again
+    proto.resumeReading("behind")
+    net.flush()
+    assert inbox == [["before"]]
+
+
+def test_messages_held_for_a_reply_are_bounded() -> None:
+    """
+    While reading on for a reply, at most max_message_size bytes of
+    messages are held; past that, reading stops for real (and the request
+    times out rather than memory growing).
+    """
+    net = MemoryNetwork()
+    server, answers = _replier(net)
+    client, inbox = client_for(net, max_message_size=1000, request_timeout=5.0)
+    proto = proto_of(client)
+    reply = results(client.request(["q"]))
+    net.flush()
+    proto.pauseReading("behind")
+    for n in range(30):
+        server.broadcast(["x" * 90, n])  # ~100 bytes each
+    net.flush()
+    assert proto.paused  # the cap stopped reading
+    received = proto.bytesReceived
+    net.flush()
+    assert proto.bytesReceived == received
+    net.advance(5.0)
+    assert failed_with(reply, RequestTimeoutError)
+    proto.resumeReading("behind")
+    net.flush()
+    assert [m[1] for m in inbox] == list(range(30))  # nothing lost, in order

@@ -226,3 +226,37 @@ def test_extensions_against_a_server_without_them(make_server, make_client):
     assert preferring.connected and not preferring.extended
     server.broadcast({"plain": True})
     assert get(inbox, "a broadcast on the plain fallback") == {"plain": True}
+
+
+def test_a_request_in_a_callback_gets_its_reply_while_the_receive_window_is_full(
+    make_server, make_client
+):
+    """
+    The client's callbacks fall behind (its receive window is full, so
+    reading pauses) and the callback running blocks in request(): the reply
+    still reaches it -- it is read past the pause, and the messages read
+    with it wait their turn -- so nothing deadlocks and nothing is lost.
+    """
+    server, connected = _pair(make_server, make_client)
+    server.add_onrequest_callback(lambda m: {"answer": m})
+    client = make_client(server.port, extensions=True, receive_high_count=4)
+    handle = get(connected, "the connection")
+    answers: queue.Queue[Any] = queue.Queue()
+    seen: list[Any] = []
+    all_seen = threading.Event()
+
+    def on_message(m: Any) -> None:
+        seen.append(m)
+        if len(seen) == 51:
+            all_seen.set()
+        if m == [0]:
+            # By the time this runs, 50 more are on their way: the window
+            # (4) is full and reading paused.
+            answers.put(client.request(["from a callback"], timeout=5.0))
+
+    client.add_onmessage_callback(on_message)
+    for n in range(51):
+        handle.send([n])
+    assert get(answers, "the reply") == {"answer": ["from a callback"]}
+    assert all_seen.wait(WAIT)
+    assert seen == [[n] for n in range(51)]

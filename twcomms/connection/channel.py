@@ -169,11 +169,16 @@ class Channel:
             call = self.protocol.clock.callLater(
                 timeout, self._timedOut, request_id, timeout
             )
+        first = not pending
         pending[request_id] = (d, call, kind)
+        if first:
+            self.protocol.requestsPending()
         return d
 
     def _timedOut(self, request_id: int, timeout: float) -> None:
         entry = self._pending.pop(request_id, None)
+        if not self._pending:
+            self.protocol.requestsSettled()
         if entry is not None:
             entry[0].errback(
                 RequestTimeoutError(
@@ -251,6 +256,8 @@ class Channel:
             return
         d, call, asked = entry
         cancel_call(call)
+        if not self._pending:
+            self.protocol.requestsSettled()
         if kind == Kind.REPLY:
             d.callback(rest)
             return

@@ -86,6 +86,9 @@ class CommsProtocol(FrameReceiver):
     _begun = False
     # The channel's silence timer (heartbeats), reset by every read.
     _silence: Timeout | None = None
+    # Messages held while paused reading on for replies (see below).
+    _held: list[Any] | None = None
+    _heldFrom = 0
     _idle: Timeout | None = None
     _handshake: Timeout | None = None
     # Why reading is paused (PauseReason or a caller's own name); a set
@@ -427,7 +430,10 @@ class CommsProtocol(FrameReceiver):
                 self._idle.stop()
             if self._silence is not None:
                 self._silence.stop()
-            FrameReceiver.pauseProducing(self)
+            if self.channel is not None and self.channel.pending:
+                self._readForReplies()
+            else:
+                FrameReceiver.pauseProducing(self)
 
     def resumeReading(self, reason: str) -> None:
         """
@@ -446,7 +452,67 @@ class CommsProtocol(FrameReceiver):
                 self._idle.start()
             if self._silence is not None:
                 self._silence.start()
-        FrameReceiver.resumeProducing(self)
+        self._deliverHeld()
+        if not self._pauses and self.paused:
+            FrameReceiver.resumeProducing(self)
+
+    # -- replies while paused ---------------------------------------------
+    #
+    # A request's reply must arrive even while reading is paused (a
+    # threaded client's callbacks behind, one of them blocked in request()
+    # for that very reply): so while requests wait, a paused connection
+    # still reads, dispatches control frames, and holds the messages read
+    # meanwhile, in order -- up to max_message_size bytes of them; past
+    # that it stops reading for real (the requests then time out).
+
+    def _readForReplies(self) -> None:
+        if self._held is None:
+            self._held = []
+            self._heldFrom = self.bytesReceived
+            self._messageReceived = self._holdMessage
+
+    def _holdMessage(self, message: Any) -> None:
+        assert self._held is not None
+        self._held.append(message)
+        over = self.bytesReceived - self._heldFrom > self.options.max_message_size
+        if over and not self.paused:
+            FrameReceiver.pauseProducing(self)
+
+    def requestsPending(self) -> None:
+        """
+        The channel has a request waiting for its reply (there was none):
+        if reading is paused, read on for the reply, holding messages.
+        """
+        if self._pauses and self.paused and not self._closing:
+            self._readForReplies()
+            FrameReceiver.resumeProducing(self)
+
+    def requestsSettled(self) -> None:
+        """
+        No request waits for a reply any more: if reading is paused, stop
+        reading for real.
+        """
+        if self._pauses and not self.paused and self.transport is not None:
+            FrameReceiver.pauseProducing(self)
+
+    def _deliverHeld(self) -> None:
+        held = self._held
+        if held is None:
+            return
+        self._held = None
+        self._messageReceived = deliver = self.receiver.messageReceived
+        for i, message in enumerate(held):
+            deliver(message)
+            if self._pauses:
+                # Paused again: the rest stays held, ahead of what follows.
+                rest = held[i + 1 :]
+                if self._held is None:
+                    self._held = rest
+                    self._heldFrom = self.bytesReceived
+                    self._messageReceived = self._holdMessage
+                else:
+                    self._held[:0] = rest
+                return
 
     def pauseProducing(self) -> None:
         """
