@@ -1532,3 +1532,29 @@ def test_messages_held_for_a_reply_are_bounded() -> None:
     proto.resumeReading("behind")
     net.flush()
     assert [m[1] for m in inbox] == list(range(30))  # nothing lost, in order
+
+
+def test_messages_held_during_the_hello_respect_a_pause_made_on_connect() -> None:
+    """
+    Messages the server sent before reading the hello are delivered after
+    on_connect -- but if on_connect paused reading, they wait for the
+    resume like any other, in order.
+    """
+    net = MemoryNetwork()
+    server = serve(net)
+    server.on_connect.append(lambda h: [h.send([n]) for n in range(3)])
+    inbox: list[Any] = []
+    client = CommsClientFactory(
+        reactor=net.reactor,
+        extensions=True,
+        on_connect=lambda c: c.connection.pauseReading("not yet"),
+        on_message=lambda c, m: inbox.append(m),
+    )
+    client.connectTCP("127.0.0.1", 6000)
+    net.flush()
+    server.broadcast(["after"])
+    net.flush()
+    assert client.connected and inbox == []
+    proto_of(client).resumeReading("not yet")
+    net.flush()
+    assert inbox == [[0], [1], [2], ["after"]]

@@ -260,10 +260,7 @@ class ClientHello(Negotiation):
         proto.negotiation = None
         held, self._held = self._held, []
         proto.startReceiving()
-        for payload in held:
-            if proto.closing:
-                break
-            proto.stringReceived(payload)
+        proto.replay(held)
 
     def connectionLost(self) -> None:
         if self._timer is not None:

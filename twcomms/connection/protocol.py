@@ -478,6 +478,19 @@ class CommsProtocol(FrameReceiver):
         if over and not self.paused:
             FrameReceiver.pauseProducing(self)
 
+    def replay(self, payloads: list[bytes]) -> None:
+        """
+        Receive C{payloads} as if they had just been read (the messages a
+        client held while negotiating): delivered in order, or held from
+        the first one on if the receiver has paused reading meanwhile.
+        """
+        for payload in payloads:
+            if self._closing:
+                return
+            if self._pauses:
+                self._readForReplies()  # (holds; delivered on resuming)
+            self.stringReceived(payload)
+
     def requestsPending(self) -> None:
         """
         The channel has a request waiting for its reply (there was none):
