@@ -29,18 +29,19 @@ LAYERS: dict[str, int] = {
     "twcomms.connection": 3,
     "twcomms.server": 4,
     "twcomms.client": 4,
-    "twcomms.threaded": 5,
-    "twcomms.ops": 6,
-    "twcomms.testing": 6,
+    "twcomms.backplane": 5,
+    "twcomms.threaded": 6,
+    "twcomms.ops": 7,
+    "twcomms.testing": 7,
     # The public facade, C{python -m twcomms}, and the shims that keep the
     # old module paths working: they may import anything.
-    "twcomms": 7,
-    "twcomms.__main__": 7,
-    "twcomms.framing": 7,
-    "twcomms.codecs": 7,
-    "twcomms.protocol": 7,
-    "twcomms.service": 7,
-    "twcomms.cli": 7,
+    "twcomms": 8,
+    "twcomms.__main__": 8,
+    "twcomms.framing": 8,
+    "twcomms.codecs": 8,
+    "twcomms.protocol": 8,
+    "twcomms.service": 8,
+    "twcomms.cli": 8,
 }
 
 #: Private names of other code that twcomms uses, each in one helper that

@@ -20,6 +20,7 @@ from twcomms.ops.service import Options as TwistdOptions
 from twcomms.options import (
     SECTIONS,
     AccessOptions,
+    ClusterOptions,
     ConnectionOptions,
     FlowControl,
     HelloOptions,
@@ -70,6 +71,10 @@ SAMPLES: dict[str, tuple[Any, str]] = {
     "auth_timeout": (3.0, "3"),
     "auth_max_failures": (2, "2"),
     "auth_failure_window": (30.0, "30"),
+    "backplane": ("redis://127.0.0.1:6390/1", "redis://127.0.0.1:6390/1"),
+    "hub": ("lab", "lab"),
+    "presence_ttl": (5.0, "5"),
+    "redis_password_env": ("HUB_REDIS_PASSWORD", "HUB_REDIS_PASSWORD"),
     "receive_high_count": (100, "100"),
     "receive_high_bytes": (1_000_000, "1000000"),
     "offline_max_count": (10, "10"),
@@ -82,12 +87,15 @@ EXCLUDED: dict[str, dict[type, str]] = {
     "CommsServerFactory": {
         ReconnectOptions: "a server does not reconnect",
         HelloOptions: "a server answers a hello; it sends none",
+        ClusterOptions: "a Twisted program gives it its backplane: "
+        "registry=RedisBackplane(...)",
         FlowControl: "the threaded API's windows between user threads and "
         "the reactor; a Twisted program has no such threads",
     },
     "CommsClientFactory": {
         ServerOptions: "a client has no clients",
         AccessOptions: "a client grants no access",
+        ClusterOptions: "a client is one connection to one hub",
         FlowControl: "the threaded API's windows (see CommsServerFactory)",
     },
     "Server": {
@@ -97,6 +105,7 @@ EXCLUDED: dict[str, dict[type, str]] = {
     "Client": {
         ServerOptions: "a client has no clients",
         AccessOptions: "a client grants no access",
+        ClusterOptions: "a client is one connection to one hub",
     },
     "twistd comms / twcomms serve": {
         ReconnectOptions: "the hub is a server",
@@ -106,6 +115,7 @@ EXCLUDED: dict[str, dict[type, str]] = {
     "twcomms send / listen": {
         ServerOptions: "a client",
         AccessOptions: "a client",
+        ClusterOptions: "a client",
         ReconnectOptions: "each command makes one connection and reports how "
         "it ended (exit status 1 when it failed)",
         FlowControl: "it runs the Twisted API on the reactor thread",

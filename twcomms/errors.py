@@ -37,6 +37,7 @@ __all__ = [
     "PayloadSourceError",
     "QueueFullError",
     "ReactorThreadError",
+    "RedisError",
     "RemoteError",
     "RequestTimeoutError",
     "SendTimeoutError",
@@ -290,4 +291,11 @@ class HelloError(CommsError, ValueError):
     A frame starts with the hello (or answer) magic of the extended
     protocol but is not a valid hello; the message says what is wrong. (A
     server then treats the connection as plain.)
+    """
+
+
+class RedisError(CommsError, ConnectionError):
+    """
+    The backplane's Redis answered a command with an error, was not
+    reachable, or the connection to it was lost before the answer.
     """

@@ -32,9 +32,10 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.python import usage
 
+from twcomms.backplane import make_backplane
 from twcomms.connection import PauseReason
+from twcomms.options import ClusterOptions, from_arguments, twistd_parameters
 from twcomms.options import Options as CommsOptions
-from twcomms.options import from_arguments, twistd_parameters
 from twcomms.options.spec import read_seconds, read_whole
 from twcomms.server import (
     SERVER_SECTIONS,
@@ -45,6 +46,10 @@ from twcomms.server import (
 from twcomms.server.pacing import when_drained
 
 __all__ = ["MODES", "Options", "makeService"]
+
+#: The option sections of the hub: a server's, and the cluster it may be
+#: one node of.
+HUB_SECTIONS = (*SERVER_SECTIONS, ClusterOptions)
 
 _log = Logger()
 
@@ -112,7 +117,7 @@ class Options(usage.Options):
             "module:callable given the server (a CommsServerFactory) to attach "
             "your own callbacks; they run on the reactor thread.",
         ],
-        *twistd_parameters(SERVER_SECTIONS),
+        *twistd_parameters(HUB_SECTIONS),
     ]
 
     def __init__(self) -> None:
@@ -135,18 +140,22 @@ class Options(usage.Options):
                 f"--mode must be one of {', '.join(MODES)}, not {self['mode']!r}"
             )
         try:
-            given = from_arguments(self, SERVER_SECTIONS)
+            given = from_arguments(self, HUB_SECTIONS)
         except ValueError as e:
             raise usage.UsageError(str(e)) from None
         try:
             self.comms = CommsOptions.build(
-                door="twistd comms", sections=SERVER_SECTIONS, **given
+                door="twistd comms", sections=HUB_SECTIONS, **given
             )
         except (TypeError, ValueError) as e:
             # The options' own messages name them as keywords: say flags.
             raise usage.UsageError(str(e).replace("_", "-")) from None
         if self["app"] is not None:
             self["app"] = load_app(self["app"])
+        try:
+            make_backplane(self.comms.cluster)  # the URL checked now
+        except ValueError as e:
+            raise usage.UsageError(f"--backplane: {e}") from None
         if self["port"] is None and not self["listen"]:
             self["port"] = 6000
 
@@ -251,6 +260,17 @@ class _Stats:
             m_out=rates[2],
             b_out=rates[3],
         )
+        cluster = getattr(self.factory.clients, "cluster", None)
+        if cluster is not None:
+            cluster().addCallbacks(
+                lambda nodes: _log.info(
+                    "stats: cluster of {nodes} nodes, {total} clients ({each})",
+                    nodes=len(nodes),
+                    total=sum(nodes.values()),
+                    each=", ".join(f"{n[:8]}: {c}" for n, c in sorted(nodes.items())),
+                ),
+                lambda f: _log.warn("stats: no cluster view: {e}", e=f.value),
+            )
 
 
 def stop_on_sigterm(reactor: Any) -> None:
@@ -302,7 +322,11 @@ def makeService(options: Options, reactor: Any = None) -> MultiService:
     The hub as a service: listening on every endpoint, closing clients on
     stop, logging stats.
     """
-    factory = CommsServerFactory(options=options.comms, reactor=reactor)
+    factory = CommsServerFactory(
+        options=options.comms,
+        reactor=reactor,
+        registry=make_backplane(options.comms.cluster, reactor),
+    )
     Hub(factory, options["mode"])
     if options["app"] is not None:
         options["app"](factory)

@@ -1,7 +1,7 @@
 """
 Every option of twcomms, declared once.
 
-An option is a field of one of seven sections, each a frozen dataclass
+An option is a field of one of eight sections, each a frozen dataclass
 (L{twcomms.options.sections}, L{twcomms.options.extensions}):
 
   - L{ConnectionOptions}: every connection, either side (codec, byte order,
@@ -12,7 +12,8 @@ An option is a field of one of seven sections, each a frozen dataclass
   - L{ExtensionOptions}: the extended protocol, either side (heartbeats,
     requests);
   - L{HelloOptions}: a client's ask for the extended protocol;
-  - L{AccessOptions}: a server's for extended clients (authentication).
+  - L{AccessOptions}: a server's for extended clients (authentication);
+  - L{ClusterOptions}: several hubs acting as one (a backplane).
 
 L{Options} holds one of each: the one options object. A field carries its
 documentation and how it is read from command-line text
@@ -32,6 +33,7 @@ Thread: plain values; any thread. Layer: above L{twcomms.wire}, below
 L{twcomms.connection}.
 """
 
+from twcomms.options.cluster import ClusterOptions
 from twcomms.options.commandline import (
     add_arguments,
     from_arguments,
@@ -67,6 +69,7 @@ __all__ = [
     "MIN_HEARTBEAT_INTERVAL",
     "SECTIONS",
     "AccessOptions",
+    "ClusterOptions",
     "ConnectionOptions",
     "ExtensionOptions",
     "FlowControl",

@@ -13,6 +13,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar
 
+from twcomms.options.cluster import ClusterOptions
 from twcomms.options.extensions import AccessOptions, ExtensionOptions, HelloOptions
 from twcomms.options.spec import (
     check_int,
@@ -386,6 +387,7 @@ SECTIONS: tuple[type, ...] = (
     ExtensionOptions,
     HelloOptions,
     AccessOptions,
+    ClusterOptions,
 )
 
 
@@ -404,6 +406,7 @@ class Options:
     @ivar extended: L{ExtensionOptions}.
     @ivar hello: L{HelloOptions}.
     @ivar access: L{AccessOptions}.
+    @ivar cluster: L{ClusterOptions}.
     """
 
     connection: ConnectionOptions = field(default_factory=ConnectionOptions)
@@ -413,6 +416,7 @@ class Options:
     extended: ExtensionOptions = field(default_factory=ExtensionOptions)
     hello: HelloOptions = field(default_factory=HelloOptions)
     access: AccessOptions = field(default_factory=AccessOptions)
+    cluster: ClusterOptions = field(default_factory=ClusterOptions)
 
     @classmethod
     def build(

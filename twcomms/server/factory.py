@@ -478,6 +478,23 @@ class CommsServerFactory(ConnectionReadback, ServerFactory):
         """
         self._connected(client).send(message)
 
+    def send_to(self, client_id: str, message: Any) -> Deferred[None]:
+        """
+        Send C{message} to the client with this id on any node: here, or,
+        with a backplane registry, on whichever node holds it. A
+        L{Deferred} firing once it is on its way, or failing with
+        L{ClientGoneError} when no node holds that client.
+        """
+        try:
+            frame = self.encode(message)
+            route = getattr(self.clients, "send_to", None)
+            if route is not None:
+                return route(client_id, frame)  # type: ignore[no-any-return]
+            self._connected(client_id).write_frame(frame)
+        except Exception:
+            return fail()
+        return succeed(None)
+
     def request(
         self, client: ClientHandle | str, message: Any, timeout: float | None = -1.0
     ) -> Deferred[Any]:

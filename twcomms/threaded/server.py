@@ -15,10 +15,16 @@ from typing import Any
 
 from twisted.logger import Logger
 
+from twcomms.backplane import make_backplane
 from twcomms.connection import CloseReason
 from twcomms.errors import ClientGoneError
-from twcomms.options import FlowControl, Options
-from twcomms.server import SERVER_SECTIONS, ClientHandle, CommsServerFactory, check_room
+from twcomms.options import ClusterOptions, FlowControl, Options
+from twcomms.server import (
+    SERVER_SECTIONS,
+    ClientHandle,
+    CommsServerFactory,
+    check_room,
+)
 from twcomms.threaded.base import Endpoint, given_options
 from twcomms.threaded.connected import ConnectedClient, Peer
 from twcomms.threaded.dispatch import Outbox, SerialQueue, WorkerPool
@@ -30,7 +36,7 @@ from twcomms.threaded.rooms import Rooms
 __all__ = ["Server"]
 
 #: The option sections a threaded Server takes.
-SECTIONS = (*SERVER_SECTIONS, FlowControl)
+SECTIONS = (*SERVER_SECTIONS, FlowControl, ClusterOptions)
 
 _log = Logger()
 
@@ -110,6 +116,8 @@ class Server(ServerRequests, Endpoint):
         self._listen = listen
         self._factory = CommsServerFactory(
             options=self.options,
+            # backplane="redis://..." (ClusterOptions): one hub of several.
+            registry=make_backplane(self.options.cluster),
             on_connect=self._on_connect,
             on_close=self._on_close,
             on_message=self._on_message,
@@ -358,11 +366,23 @@ class Server(ServerRequests, Endpoint):
         an C{int} index in connection order (the original's meaning; fragile,
         as indices shift when clients leave).
 
-        @raise ClientGoneError: that client is not connected.
+        With a backplane, an id may be a client's on another node: the
+        message goes there (this waits until it is on its way).
+
+        @raise ClientGoneError: that client is not connected (on any node).
         @raise IndexError: no client at that index.
         """
         if isinstance(client, bool):
             raise TypeError("sendTo takes a client, its id, or an index")
+        if (
+            isinstance(client, str)
+            and hasattr(self._factory.clients, "send_to")
+            and self._clients.get(client) is None
+        ):
+            self._loop.call(
+                self._factory.send_to, client, message, timeout=None, what="sendTo()"
+            )
+            return
         if isinstance(client, int):
             clients = self.clients
             if not 0 <= client < len(clients):

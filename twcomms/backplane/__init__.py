@@ -1,0 +1,39 @@
+"""
+Backplanes: client registries that span nodes, so several hubs (processes,
+machines) act as one -- one base class that knows the envelopes and the
+order of delivery (L{Backplane}), one subclass per broker
+(L{RedisBackplane}), as python-socketio's managers are. A backplane is a
+L{twcomms.server.ClientRegistry}: give it to a server factory
+(C{registry=}) and nothing else changes.
+
+Thread: the reactor thread only.
+"""
+
+from typing import Any
+
+from twcomms.backplane.base import LARGE_ABOVE, Backplane
+from twcomms.backplane.redis import RedisBackplane, RedisURL, parse_url
+from twcomms.options import ClusterOptions
+
+__all__ = [
+    "LARGE_ABOVE",
+    "Backplane",
+    "RedisBackplane",
+    "RedisURL",
+    "make_backplane",
+    "parse_url",
+]
+
+
+def make_backplane(cluster: ClusterOptions, reactor: Any = None) -> Backplane | None:
+    """
+    The backplane C{cluster} describes (L{None}: no C{backplane} URL).
+
+    @raise ValueError: the URL is not one a backplane can use.
+    """
+    if cluster.backplane is None:
+        return None
+    url = parse_url(cluster.backplane, password_env=cluster.redis_password_env)
+    return RedisBackplane(
+        url, hub=cluster.hub, presence_ttl=cluster.presence_ttl, reactor=reactor
+    )

@@ -1,0 +1,80 @@
+"""
+The option section of several hubs acting as one (L{ClusterOptions}):
+where their backplane is and what they are called. The threaded C{Server},
+C{twistd comms} and C{twcomms serve} take it; a Twisted program gives its
+factory the backplane itself (C{registry=RedisBackplane(...)}).
+
+Thread: plain values; any thread.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import ClassVar
+
+from twcomms.options.spec import check_timeout, option, read_seconds, set_field
+
+__all__ = ["ClusterOptions"]
+
+_HUB = re.compile(r"[\w\-.]{1,64}")
+
+
+def _read_text(text: str) -> str:
+    return text
+
+
+def _read_optional(text: str) -> str | None:
+    return None if text.lower() == "none" else text
+
+
+@dataclass(frozen=True)
+class ClusterOptions:
+    """
+    Options of a hub that is one of several (a backplane).
+    """
+
+    section: ClassVar[str] = "cluster"
+
+    backplane: str | None = option(
+        None,
+        "redis://[:PASSWORD@]HOST:PORT/DB: act as one hub with every node on "
+        "that Redis with the same hub name; broadcasts, rooms and sends by id "
+        "cross nodes. None: this process alone.",
+        _read_optional,
+        metavar="URL",
+    )
+    hub: str = option(
+        "twcomms",
+        "The name of the hub the nodes on one backplane share (one Redis can "
+        "carry several hubs).",
+        _read_text,
+        metavar="NAME",
+    )
+    presence_ttl: float = option(
+        15.0,
+        "Seconds after which a node that stopped refreshing its presence (a "
+        "crashed node) no longer owns its clients (sends to them fail).",
+        read_seconds,
+        metavar="SECONDS",
+    )
+    redis_password_env: str | None = option(
+        None,
+        "Read the backplane's Redis password from this environment variable "
+        "(then it is in no process list or log).",
+        _read_optional,
+        metavar="NAME",
+    )
+
+    def __post_init__(self) -> None:
+        if self.backplane is not None and not isinstance(self.backplane, str):
+            raise TypeError("backplane must be a redis:// URL or None")
+        if not isinstance(self.hub, str) or not _HUB.fullmatch(self.hub):
+            raise ValueError(
+                f"hub must be 1 to 64 letters, digits, '-', '_' or '.', not "
+                f"{self.hub!r}"
+            )
+        ttl = check_timeout("presence_ttl", self.presence_ttl)
+        if ttl is None:
+            raise ValueError("presence_ttl must be a positive number of seconds")
+        set_field(self, "presence_ttl", ttl)
