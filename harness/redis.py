@@ -77,11 +77,13 @@ def find_redis_server() -> str | None:
     return None
 
 
-def _answers_as(port: int, pid: int, timeout: float) -> bool:
+def _answers_as(
+    port: int, pid: int, timeout: float, password: str | None = None
+) -> bool:
     """
     Whether the server on 127.0.0.1:C{port} answers, within C{timeout}
     seconds, and is process C{pid} (not some other server that took the
-    port).
+    port); with C{password}, after logging in with it.
     """
     deadline = time.monotonic() + timeout
     data = b""
@@ -89,6 +91,16 @@ def _answers_as(port: int, pid: int, timeout: float) -> bool:
         contextlib.suppress(OSError, ValueError),
         socket.create_connection(("127.0.0.1", port), timeout) as s,
     ):
+        if password is not None:
+            s.sendall(b"AUTH %s\r\n" % password.encode())
+            while not data.endswith(b"\r\n"):
+                chunk = s.recv(64)
+                if not chunk:
+                    return False
+                data += chunk
+            if data != b"+OK\r\n":
+                return False
+            data = b""
         s.sendall(b"INFO server\r\n")
         while True:
             head, crlf, body = data.partition(b"\r\n")
@@ -138,6 +150,15 @@ class RedisServer:
                 raise RuntimeError(MISSING)
         self.executable = executable
         self.config = list(config)
+        #: What "requirepass" in C{config} sets, if anything.
+        self.password: str | None = next(
+            (
+                line.split(None, 1)[1]
+                for line in self.config
+                if line.startswith("requirepass ")
+            ),
+            None,
+        )
         self.wait = wait
         self.workdir = Path(tempfile.mkdtemp(prefix="twcomms-redis-"))
         self._proc: subprocess.Popen[bytes] | None = None
@@ -246,7 +267,7 @@ class RedisServer:
             if self._proc.poll() is not None:
                 raise RuntimeError(f"redis-server exited; {self.describe()}")
             left = max(deadline - time.monotonic(), 0.1)
-            if _answers_as(self.port, self._proc.pid, left):
+            if _answers_as(self.port, self._proc.pid, left, self.password):
                 return
             if time.monotonic() > deadline:
                 raise RuntimeError(

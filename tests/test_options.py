@@ -7,6 +7,7 @@ what the declarations say.
 
 from __future__ import annotations
 
+import os
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -75,6 +76,7 @@ SAMPLES: dict[str, tuple[Any, str]] = {
     "hub": ("lab", "lab"),
     "presence_ttl": (5.0, "5"),
     "redis_password_env": ("HUB_REDIS_PASSWORD", "HUB_REDIS_PASSWORD"),
+    "redis_password_file": (os.devnull, os.devnull),  # read when made
     "receive_high_count": (100, "100"),
     "receive_high_bytes": (1_000_000, "1000000"),
     "offline_max_count": (10, "10"),

@@ -72,3 +72,23 @@ def test_two_threaded_servers_act_as_one(
     with pytest.raises(ClientGoneError):
         a.sendTo({"to": "nobody"}, "f" * 32)
     assert inboxes[0].empty()
+
+
+def test_the_two_hubs_example(redis_server: RedisServer) -> None:
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    example = Path(__file__).resolve().parents[2] / "examples" / "two_hubs.py"
+    result = subprocess.run(
+        [sys.executable, str(example), redis_server.url],
+        capture_output=True,
+        text=True,
+        timeout=WAIT,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [
+        "first hub's client got: {'hello': 'everyone'}",
+        "second hub's client got: {'hello': 'everyone'}",
+        "second hub's client got: {'just': 'you'}",
+    ]

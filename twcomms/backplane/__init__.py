@@ -12,7 +12,8 @@ Thread: the reactor thread only.
 from typing import Any
 
 from twcomms.backplane.base import LARGE_ABOVE, Backplane
-from twcomms.backplane.redis import RedisBackplane, RedisURL, parse_url
+from twcomms.backplane.redis import RedisBackplane
+from twcomms.backplane.url import RedisURL, parse_url
 from twcomms.options import ClusterOptions
 
 __all__ = [
@@ -33,7 +34,11 @@ def make_backplane(cluster: ClusterOptions, reactor: Any = None) -> Backplane | 
     """
     if cluster.backplane is None:
         return None
-    url = parse_url(cluster.backplane, password_env=cluster.redis_password_env)
+    url = parse_url(
+        cluster.backplane,
+        password_env=cluster.redis_password_env,
+        password_file=cluster.redis_password_file,
+    )
     return RedisBackplane(
         url, hub=cluster.hub, presence_ttl=cluster.presence_ttl, reactor=reactor
     )

@@ -15,68 +15,23 @@ Thread: the reactor thread only.
 
 from __future__ import annotations
 
-import os
-from dataclasses import dataclass
 from typing import Any
-from urllib.parse import unquote, urlsplit
 
 from twisted.application.internet import ClientService
 from twisted.internet.defer import Deferred, succeed
-from twisted.internet.endpoints import TCP4ClientEndpoint
 from twisted.internet.protocol import Factory
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from twcomms.backplane.base import LARGE_ABOVE, Backplane
 from twcomms.backplane.resp import RedisError, RedisProtocol
+from twcomms.backplane.url import RedisURL, parse_url
 from twcomms.connection.timers import cancel_call, default_reactor
 from twcomms.server import ClientHandle
 
-__all__ = ["RedisBackplane", "RedisURL", "parse_url"]
+__all__ = ["RedisBackplane"]
 
 _log = Logger()
-
-
-@dataclass(frozen=True)
-class RedisURL:
-    """
-    Where Redis is. Its C{repr} never shows the password.
-    """
-
-    host: str
-    port: int = 6379
-    db: int = 0
-    username: str | None = None
-    password: str | None = None
-
-    def __repr__(self) -> str:
-        auth = "***@" if self.password else ""
-        return f"redis://{auth}{self.host}:{self.port}/{self.db}"
-
-
-def parse_url(url: str, *, password_env: str | None = None) -> RedisURL:
-    """
-    Read C{redis://[[user]:password@]host[:port][/db]}. The password may
-    instead come from the environment variable C{password_env} (then it is
-    in no process list).
-
-    @raise ValueError: not a C{redis://} URL (C{rediss://}, TLS, is not
-        supported yet).
-    """
-    parts = urlsplit(url)
-    if parts.scheme != "redis":
-        raise ValueError(f"a backplane URL is redis://host:port/db, not {url!r}")
-    db = int(parts.path.strip("/") or 0)
-    password = unquote(parts.password) if parts.password else None
-    if password_env is not None:
-        password = os.environ.get(password_env, password)
-    return RedisURL(
-        parts.hostname or "127.0.0.1",
-        parts.port or 6379,
-        db,
-        unquote(parts.username) if parts.username else None,
-        password,
-    )
 
 
 class RedisBackplane(Backplane):
@@ -203,7 +158,7 @@ class RedisBackplane(Backplane):
         return done.addBoth(disconnect).addCallback(lambda _: None)
 
     def _service(self, up: Any, subscribe: bool = False) -> ClientService:
-        endpoint = TCP4ClientEndpoint(self.reactor, self.url.host, self.url.port)
+        endpoint = self.url.endpoint(self.reactor)
 
         def build(addr: object) -> RedisProtocol:
             proto = RedisProtocol(self._message if subscribe else None)

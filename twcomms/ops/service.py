@@ -154,7 +154,7 @@ class Options(usage.Options):
             self["app"] = load_app(self["app"])
         try:
             make_backplane(self.comms.cluster)  # the URL checked now
-        except ValueError as e:
+        except (ValueError, OSError) as e:
             raise usage.UsageError(f"--backplane: {e}") from None
         if self["port"] is None and not self["listen"]:
             self["port"] = 6000

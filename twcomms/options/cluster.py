@@ -65,6 +65,12 @@ class ClusterOptions:
         _read_optional,
         metavar="NAME",
     )
+    redis_password_file: str | None = option(
+        None,
+        "Read the backplane's Redis password from the first line of this file.",
+        _read_optional,
+        metavar="PATH",
+    )
 
     def __post_init__(self) -> None:
         if self.backplane is not None and not isinstance(self.backplane, str):
