@@ -70,6 +70,9 @@ class RedisBackplane(Backplane):
         self._commands: RedisProtocol | None = None
         self._services: list[ClientService] = []
         self._refresh: LoopingCall | None = None
+        self._subscriber: RedisProtocol | None = None
+        self._starting: Deferred[None] | None = None
+        self._stopping: Deferred[None] | None = None
         self.connect_timeout = connect_timeout
         self.required = required
 
@@ -135,9 +138,36 @@ class RedisBackplane(Backplane):
 
         timer = self.reactor.callLater(self.connect_timeout, late)
         ready.addCallback(connected)
+        self._starting = started
         return started
 
+    def sync(self) -> Deferred[None]:
+        """
+        Fires once everything this node published before the call has come
+        back through its own subscription -- so every node subscribed then
+        has had it too -- and, while the node stops, once it has stopped.
+        (A PING on each connection: Redis answers commands in order, and
+        pushes a PUBLISH to subscribers before answering the next
+        command.) For tests and orderly hand-overs.
+        """
+        if self._stopping is not None:
+            return _after(self._stopping)
+        starting = self._starting
+        if starting is not None and not starting.called:
+            return _after(starting).addCallback(lambda _: self.sync())
+        commands, subscriber = self._commands, self._subscriber
+        if commands is None or not commands.connected:
+            return succeed(None)
+        pinged = commands.execute("PING")
+        if subscriber is not None and subscriber.connected:
+            pinged.addCallback(lambda _: subscriber.execute("PING"))
+        return pinged.addCallback(lambda _: None)
+
     def stop(self) -> Deferred[None]:
+        self._stopping = self._stop()
+        return self._stopping
+
+    def _stop(self) -> Deferred[None]:
         if self._refresh is not None and self._refresh.running:
             self._refresh.stop()
         done: Deferred[Any] = succeed(None)
@@ -198,6 +228,7 @@ class RedisBackplane(Backplane):
         # ClientService hands the connection out once this fires: once
         # Redis has confirmed the subscriptions, nothing published is missed.
         channels = (self._key("all"), self._key("to:" + self.node))
+        self._subscriber = proto
         login = self._login(proto)
         return login.addCallback(lambda _: proto.subscribe(*channels))
 
@@ -284,3 +315,18 @@ class RedisBackplane(Backplane):
     def fetch(self, key: str) -> Deferred[bytes | None]:
         d = self._run("GET", self._key(key))
         return d if d is not None else succeed(None)
+
+
+def _after(d: Deferred[Any]) -> Deferred[None]:
+    """
+    A new Deferred that fires (with None) when C{d} does, leaving C{d}'s
+    own result to its other callbacks.
+    """
+    after: Deferred[None] = Deferred()
+
+    def fired(result: object) -> object:
+        after.callback(None)
+        return result
+
+    d.addBoth(fired)
+    return after
