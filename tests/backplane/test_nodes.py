@@ -185,3 +185,36 @@ def test_a_malformed_entry_on_the_channel_is_skipped(
     b.broadcast({"still": "fine"})
     assert (yield inbox.wait(1)) == [{"still": "fine"}]
     assert a.clients.stats()["malformed"] == 4
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_large_message_gone_before_its_fetch_is_counted_and_skipped(
+    redis_server: RedisServer, hub_name: str, nodes: list[Any]
+) -> Any:
+    """
+    A stored payload whose key is gone when a node fetches it (it expired
+    while the node lagged by more than blob_ttl, or Redis evicted it) is
+    counted and logged, not delivered, and the messages after it still
+    arrive, in order. (The sender here never stores it: the same outcome,
+    without a race against the clock.)
+    """
+
+    class Forgetful(RedisBackplane):
+        def store(self, key: str, data: bytes) -> None:
+            pass
+
+    server = CommsServerFactory(
+        registry=Forgetful(redis_server.url, hub=hub_name),
+        messageDataType="binary",
+    )
+    yield bounded(server.listen(("127.0.0.1", 0)))
+    nodes.append(server)
+    b, port_b = yield start_node(
+        nodes, redis_server.url, hub_name, messageDataType="binary"
+    )
+    _, inbox = yield connect(nodes, port_b, messageDataType="binary")
+    server.broadcast(b"before")
+    server.broadcast(b"x" * (2 * 1024 * 1024))  # announced, never stored
+    server.broadcast(b"after")
+    assert (yield inbox.wait(2)) == [b"before", b"after"]
+    assert b.clients.stats()["expired"] == 1
