@@ -11,13 +11,22 @@ had to arrive (sent), arrived once and intact (received), never arrived
 measured (tracemalloc peak or growth in the measured process, with the
 bound it asserts), the time, and whether every check held.
 
+The cross-node scenarios (L{harness.stress.registry.NEEDS_REDIS}: hub
+processes on a backplane) need a real C{redis-server}: this runner starts
+one (L{harness.redis.RedisServer}) before the first of them and stops it
+at the end, each scenario using a hub name of its own on it. Without a
+binary they are skipped, with the reason in the table -- except under CI
+(C{$CI} set), where that is a failure (L{harness.redis.missing_server_fails}).
+
 Run from the repository root::
 
     python -m benchmarks.stress                 # ci scale (or TWCOMMS_SCALE)
     python -m benchmarks.stress --scale full    # the full sizes
     python -m benchmarks.stress --only load,churn --json out.json
+    python -m benchmarks.stress --only cross_node_load,node_kill
 
-Exit status: 0 if every scenario held, 1 otherwise.
+Exit status: 0 if every scenario held (or was skipped for want of a
+redis-server, outside CI), 1 otherwise.
 """
 
 from __future__ import annotations
@@ -31,7 +40,8 @@ from pathlib import Path
 from typing import Any
 
 from harness.procs import run_bounded
-from harness.stress.registry import SCENARIOS
+from harness.redis import MISSING, RedisServer, find_redis_server, missing_server_fails
+from harness.stress.registry import NEEDS_REDIS, SCENARIOS
 from harness.stress.result import Result
 from harness.stress.scale import SCALES
 
@@ -49,15 +59,17 @@ COLUMNS = (
 )
 
 
-def run_one(name: str, scale: str, timeout: float) -> tuple[Result | None, str]:
+def run_one(
+    name: str, scale: str, timeout: float, redis_url: str | None = None
+) -> tuple[Result | None, str]:
     """
-    Run scenario C{name} in a fresh process; its L{Result}, or L{None} and
-    why not.
+    Run scenario C{name} in a fresh process (on the Redis at C{redis_url},
+    if given); its L{Result}, or L{None} and why not.
     """
-    done = run_bounded(
-        [sys.executable, "-m", "harness.stress", name, "--scale", scale],
-        timeout,
-    )
+    argv = [sys.executable, "-m", "harness.stress", name, "--scale", scale]
+    if redis_url is not None:
+        argv += ["--redis", redis_url]
+    done = run_bounded(argv, timeout)
     if done.cut_off:
         return None, f"cut off after {timeout:.0f} s"
     out, err = done.stdout, done.stderr
@@ -68,7 +80,9 @@ def run_one(name: str, scale: str, timeout: float) -> tuple[Result | None, str]:
     return None, f"exit {done.returncode}: {tail[0]}"
 
 
-def row(name: str, result: Result | None, why: str, seconds: float) -> dict[str, str]:
+def row(
+    name: str, result: Result | None, why: str, seconds: float, skipped: bool = False
+) -> dict[str, str]:
     if result is None:
         return {
             "scenario": name,
@@ -80,7 +94,7 @@ def row(name: str, result: Result | None, why: str, seconds: float) -> dict[str,
             "duplicated": "-",
             "memory": "-",
             "seconds": f"{seconds:.1f} s",
-            "status": f"FAILED ({why})",
+            "status": f"skipped ({why})" if skipped else f"FAILED ({why})",
         }
     return {
         "scenario": result.scenario,
@@ -126,6 +140,44 @@ def table(rows: list[dict[str, str]]) -> str:
     return "\n".join([head, rule, *(line(r) for r in rows)])
 
 
+class Redis:
+    """
+    The runner's C{redis-server}: started when a scenario first asks for
+    it, stopped by L{stop} (by pid, bounded).
+    """
+
+    def __init__(self) -> None:
+        self.server: RedisServer | None = None
+        self.why = ""
+        #: There is no binary (a reason to skip, outside CI); otherwise a
+        #: server that is not there is a failure.
+        self.missing = False
+
+    def url(self) -> tuple[str | None, str]:
+        """
+        Its URL, or L{None} and why there is none (no binary, a wrong
+        C{$REDIS_SERVER}, it did not start).
+        """
+        if self.server is None and not self.why:
+            try:
+                executable = find_redis_server()
+                if executable is None:
+                    self.why, self.missing = MISSING, True
+                else:
+                    self.server = RedisServer(executable)
+                    print(f"  (redis-server on port {self.server.port})", flush=True)
+            except (OSError, RuntimeError) as e:
+                self.why = f"redis-server: {str(e).splitlines()[0]}"
+        if self.server is None:
+            return None, self.why
+        return self.server.url, ""
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.stop()
+            self.server = None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description="Run the reliability scenarios and print a table."
@@ -158,22 +210,36 @@ def main(argv: list[str] | None = None) -> int:
     results: list[dict[str, Any]] = []
     held = True
     started = time.monotonic()
-    for name in names:
-        t0 = time.monotonic()
-        result, why = run_one(name, args.scale, timeout)
-        seconds = time.monotonic() - t0
-        r = row(name, result, why, seconds)
-        rows.append(r)
-        status = r["status"]
-        print(f"  {name}: {status} in {seconds:.1f} s", flush=True)
-        if result is None or result.problems:
-            held = False
-            for problem in (result.problems if result else [why])[:10]:
-                print(f"    - {problem}", flush=True)
-        results.append(
-            {"name": name, "wall_seconds": seconds, "error": why}
-            | ({"result": json.loads(result.to_json())} if result else {})
-        )
+    redis = Redis()
+    try:
+        for name in names:
+            t0 = time.monotonic()
+            skipped = False
+            if name in NEEDS_REDIS:
+                url, why = redis.url()
+                if url is None:
+                    result = None
+                    skipped = redis.missing and not missing_server_fails()
+                else:
+                    result, why = run_one(name, args.scale, timeout, url)
+            else:
+                result, why = run_one(name, args.scale, timeout)
+            seconds = time.monotonic() - t0
+            r = row(name, result, why, seconds, skipped)
+            rows.append(r)
+            status = r["status"]
+            print(f"  {name}: {status} in {seconds:.1f} s", flush=True)
+            if (result is None and not skipped) or (result and result.problems):
+                held = False
+                for problem in (result.problems if result else [why])[:10]:
+                    print(f"    - {problem}", flush=True)
+            results.append(
+                {"name": name, "wall_seconds": seconds, "error": why}
+                | ({"skipped": True} if skipped else {})
+                | ({"result": json.loads(result.to_json())} if result else {})
+            )
+    finally:
+        redis.stop()
     print()
     print(table(rows))
     print(f"\ntotal {time.monotonic() - started:.1f} s")

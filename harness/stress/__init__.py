@@ -17,9 +17,15 @@ scenarios (L{harness.stress.scale.SCALES}).
 
 One module per scenario (C{hostile_framing}, C{bad_payloads},
 C{slow_consumer}, C{load}, C{churn}, C{restart}, C{shutdown},
-C{slow_callback}); what they share is in C{scale}, C{result}, C{measure},
-C{reactor}, C{threads}, C{processes} and C{garbage}; C{driver} is the
-client process several of them start.
+C{slow_callback}, C{cross_node}, C{node_kill}); what they share is in
+C{scale}, C{result}, C{measure}, C{reactor}, C{threads}, C{processes},
+C{nodes} and C{garbage}; C{driver} is the client process several of them
+start.
+
+The cross-node scenarios (C{cross_node}, C{node_kill}) run hub processes
+(C{twcomms serve --backplane}) on a real Redis whose URL they are given
+(L{harness.redis.RedisServer}; the tests' C{redis_server} fixture, or the
+one C{python -m benchmarks.stress} starts).
 
 Two kinds of scenario:
   - Twisted ones are C{async def} functions run on a running global reactor

@@ -51,7 +51,7 @@ class DriverProcess:
                 outer._out(data)
 
             def errReceived(self, data: bytes) -> None:
-                outer.stderr = (outer.stderr + data)[-20000:]
+                outer._err(data)
 
             def processEnded(self, reason: Any) -> None:
                 outer._process_ended(reason)
@@ -90,6 +90,9 @@ class DriverProcess:
                 else:
                     keep.append((name, d))
             self._waiters = keep
+
+    def _err(self, data: bytes) -> None:
+        self.stderr = (self.stderr + data)[-20000:]
 
     def _process_ended(self, reason: Any) -> None:
         self.exit_code = getattr(reason.value, "exitCode", None)

@@ -1,7 +1,12 @@
 """
 The scenarios by name (L{SCENARIOS}, in the stress table's order), and
 running one in a fresh process: C{python -m harness.stress NAME [--scale
-ci|full]} prints C{RESULT <json>} as its last line.
+ci|full] [--redis URL]} prints C{RESULT <json>} as its last line.
+
+The cross-node scenarios (L{NEEDS_REDIS}) run hub processes on a real
+Redis: the one at C{--redis URL} (C{python -m benchmarks.stress} starts
+one for its whole run), else a C{redis-server} this process starts and
+stops (L{harness.redis.RedisServer}).
 """
 
 from __future__ import annotations
@@ -14,8 +19,10 @@ from typing import Any
 from harness.procs import raise_fd_limit
 from harness.stress.bad_payloads import bad_payloads, bad_payloads_string
 from harness.stress.churn import churn, churn_threaded
+from harness.stress.cross_node import cross_node_load
 from harness.stress.hostile_framing import fuzz_memory, garbage_sockets
 from harness.stress.load import load
+from harness.stress.node_kill import node_kill
 from harness.stress.reactor import global_reactor
 from harness.stress.restart import restart, restart_threaded
 from harness.stress.result import Result
@@ -41,21 +48,38 @@ SCENARIOS: dict[str, tuple[Callable[..., Any], bool]] = {
     "restart_threaded": (restart_threaded, False),
     "churn_threaded": (churn_threaded, False),
     "shutdown_threaded": (shutdown_threaded, False),
+    "cross_node_load": (cross_node_load, True),
+    "node_kill": (node_kill, True),
 }
 
+#: The scenarios that take a Redis URL after the scale (hub processes on a
+#: backplane).
+NEEDS_REDIS = frozenset({"cross_node_load", "node_kill"})
 
-def run_scenario(name: str, scale: Scale) -> Result:
+
+def run_scenario(name: str, scale: Scale, redis_url: str | None = None) -> Result:
     """
     Run scenario C{name} in this process (which must not be running a
     reactor yet): Twisted ones under C{task.react}, threaded ones directly.
     Twisted's log is begun to a null observer first, so nothing is buffered.
+    A scenario of L{NEEDS_REDIS} uses the Redis at C{redis_url}, or one
+    started (and stopped) for it here.
+
+    @raise RuntimeError: it needs Redis, none is given, and there is no
+        C{redis-server} to start (L{harness.redis.MISSING}).
     """
+    if name in NEEDS_REDIS and redis_url is None:
+        from harness.redis import RedisServer
+
+        with RedisServer() as server:
+            return run_scenario(name, scale, server.url)
     from twisted.logger import globalLogBeginner
 
     raise_fd_limit()
     fn, on_reactor = SCENARIOS[name]
+    args: tuple[Any, ...] = (scale, redis_url) if name in NEEDS_REDIS else (scale,)
     if not on_reactor:
-        return fn(scale)
+        return fn(*args)
     globalLogBeginner.beginLoggingTo([lambda event: None], redirectStandardIO=False)
     from twisted.internet import defer, task
 
@@ -67,7 +91,7 @@ def run_scenario(name: str, scale: Scale) -> Result:
         running: defer.Deferred[None] = defer.Deferred()
         global_reactor().callWhenRunning(running.callback, None)
         await running
-        box.append(await fn(scale))
+        box.append(await fn(*args))
 
     with contextlib.suppress(SystemExit):
         task.react(lambda reactor: defer.ensureDeferred(main()))
@@ -80,7 +104,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Run one reliability scenario.")
     parser.add_argument("name", choices=sorted(SCENARIOS))
     parser.add_argument("--scale", choices=sorted(SCALES), default=None)
+    parser.add_argument(
+        "--redis",
+        metavar="URL",
+        default=None,
+        help="the Redis of the cross-node scenarios (default: start one)",
+    )
     args = parser.parse_args(argv)
-    result = run_scenario(args.name, current_scale(args.scale))
+    result = run_scenario(args.name, current_scale(args.scale), args.redis)
     print("RESULT " + result.to_json(), flush=True)
     return 0

@@ -43,6 +43,14 @@ class Scale:
     hypothesis_examples: int
     #: shutdown: messages in flight at stop().
     shutdown_messages: int
+    #: cross-node load: raw clients spread over two hub processes on one
+    #: Redis, numbered messages each.
+    cross_node_clients: int
+    cross_node_messages: int
+    #: node kill: raw clients (half on each of two hub processes), numbered
+    #: messages each, before and again after the kill.
+    node_kill_clients: int
+    node_kill_messages: int
 
 
 SCALES = {
@@ -62,6 +70,10 @@ SCALES = {
         fuzz_streams=3_000,
         hypothesis_examples=1_000,
         shutdown_messages=20_000,
+        cross_node_clients=20,
+        cross_node_messages=200,
+        node_kill_clients=20,
+        node_kill_messages=200,
     ),
     "full": Scale(
         name="full",
@@ -79,6 +91,10 @@ SCALES = {
         fuzz_streams=20_000,
         hypothesis_examples=5_000,
         shutdown_messages=100_000,
+        cross_node_clients=60,
+        cross_node_messages=1_000,
+        node_kill_clients=60,
+        node_kill_messages=1_000,
     ),
 }
 

@@ -4,13 +4,21 @@ threaded API's in C{threaded/}).
 
 C{TWCOMMS_SCALE} (C{ci}, the default, or C{full}) sizes the heavy tests;
 see L{harness.stress.scale.SCALES}.
+
+The cross-node scenarios need a real C{redis-server} (L{harness.redis}):
+without a binary they skip with a one-line reason, except under CI, where
+they fail (L{harness.redis.missing_server_fails}, the rule the backplane
+tests follow too).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 
 from harness.procs import raise_fd_limit
+from harness.redis import MISSING, RedisServer, find_redis_server, missing_server_fails
 from harness.stress.scale import Scale, current_scale
 
 
@@ -29,3 +37,22 @@ def scale() -> Scale:
     The scale chosen by C{TWCOMMS_SCALE}.
     """
     return current_scale()
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    """
+    One C{redis-server} for the run, shared: a scenario uses a hub name
+    (keys and channels) of its own, and must not stop or kill it. Skips
+    the test if there is no binary (fails it under CI).
+    """
+    found = find_redis_server()
+    if found is None:
+        if missing_server_fails():
+            pytest.fail(f"{MISSING} (CI is set: not skipping)", pytrace=False)
+        pytest.skip(MISSING)
+    server = RedisServer(found)
+    try:
+        yield server
+    finally:
+        server.stop()
