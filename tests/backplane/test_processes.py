@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from harness.redis import RedisServer
+from harness.redis import RedisServer, redis_command
 from harness.sockets import free_port, raw_connect, recv_json, send_json
 from tests.procs import TWCOMMS, Hub, hub
 
@@ -76,7 +77,7 @@ def test_hub_mode_relays_across_processes(two_hubs: tuple[Hub, Hub]) -> None:
 
 
 def test_a_killed_hub_leaves_the_cluster_within_its_presence_ttl(
-    two_hubs: tuple[Hub, Hub],
+    two_hubs: tuple[Hub, Hub], redis_server: RedisServer
 ) -> None:
     a, b = two_hubs
     with raw_connect(b.port) as on_b:
@@ -87,3 +88,16 @@ def test_a_killed_hub_leaves_the_cluster_within_its_presence_ttl(
         start = len(a.lines)
         # presence_ttl is 1 s, the stats line every 0.3 s.
         a.wait_line(r"cluster of 1 nodes, 0 clients", timeout=5.0, start=start)
+        # And A sweeps the dead node out of Redis within another presence
+        # TTL: its entry in the nodes set, its client in the owner hash.
+        name = a.argv[a.argv.index("--hub") + 1]
+        deadline = time.monotonic() + 5.0
+        while True:
+            nodes = redis_command(
+                redis_server.port, "SMEMBERS", f"twcomms:{name}:nodes"
+            )
+            owners = redis_command(redis_server.port, "HLEN", f"twcomms:{name}:owner")
+            if len(nodes) == 1 and owners == 0:
+                break
+            assert time.monotonic() < deadline, (nodes, owners)
+            time.sleep(0.1)

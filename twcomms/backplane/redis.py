@@ -71,6 +71,7 @@ class RedisBackplane(Backplane):
         self._services: list[ClientService] = []
         self._refresh: LoopingCall | None = None
         self._subscriber: RedisProtocol | None = None
+        self._refreshes = 0
         self._starting: Deferred[None] | None = None
         self._stopping: Deferred[None] | None = None
         self.connect_timeout = connect_timeout
@@ -94,7 +95,7 @@ class RedisBackplane(Backplane):
         """
         commands = self._service(self._commandsUp)
         subscriber = self._service(self._subscriberUp, subscribe=True)
-        self._refresh = LoopingCall(self._announce)
+        self._refresh = LoopingCall(self._refreshed)
         self._refresh.clock = self.reactor
         ready: Deferred[Any] = commands.whenConnected().addCallback(
             lambda _: subscriber.whenConnected()
@@ -253,6 +254,58 @@ class RedisBackplane(Backplane):
         self._run("SET", self._key("node:" + self.node), len(self), "PX", ttl_ms)
         self._run("SADD", self._key("nodes"), self.node)
 
+    def _refreshed(self) -> None:
+        # Every presence_ttl / 3 seconds; once a presence_ttl, a sweep.
+        self._announce()
+        self._refreshes += 1
+        if self._refreshes % 3 == 0:
+            self.sweep()
+
+    def sweep(self) -> Deferred[None]:
+        """
+        Forget the nodes whose presence expired (killed, not stopped) and
+        their clients: the C{nodes} set and the C{owner} hash would
+        otherwise keep them for good. Any live node sweeps, once per
+        C{presence_ttl}.
+        """
+        commands = self._commands
+        if commands is None or not commands.connected:
+            return succeed(None)
+
+        def dead_nodes(nodes: list[bytes]) -> Deferred[Any] | None:
+            names = [n.decode("ascii") for n in nodes]
+            if not names:
+                return None
+            keys = [self._key("node:" + n) for n in names]
+            d = commands.execute("MGET", *keys)
+            return d.addCallback(
+                lambda values: {
+                    n for n, v in zip(names, values, strict=True) if v is None
+                }
+            ).addCallback(forget)
+
+        def forget(dead: set[str]) -> Deferred[Any] | None:
+            if not dead:
+                return None
+            commands.execute("SREM", self._key("nodes"), *sorted(dead))
+            owners = commands.execute("HGETALL", self._key("owner"))
+
+            def drop(flat: list[bytes]) -> Deferred[Any] | None:
+                gone = [
+                    flat[i]
+                    for i in range(0, len(flat), 2)
+                    if flat[i + 1].decode("ascii", "replace") in dead
+                ]
+                if not gone:
+                    return None
+                return commands.execute("HDEL", self._key("owner"), *gone)
+
+            return owners.addCallback(drop)
+
+        d = commands.execute("SMEMBERS", self._key("nodes")).addCallback(dead_nodes)
+        d.addErrback(lambda f: _log.warn("backplane sweep: {e}", e=f.value))
+        return d.addCallback(lambda _: None)
+
     def add(self, client: ClientHandle) -> None:
         super().add(client)
         self._run("HSET", self._key("owner"), client.id, self.node)
@@ -306,7 +359,8 @@ class RedisBackplane(Backplane):
     # -- Backplane ------------------------------------------------------------
 
     def publish(self, channel: str, data: bytes) -> None:
-        if self._run("PUBLISH", self._key(channel), data) is None:
+        commands = self._commands
+        if commands is None or not commands.send("PUBLISH", self._key(channel), data):
             _log.warn("backplane: Redis is not connected; a message was not relayed")
 
     def store(self, key: str, data: bytes) -> None:
