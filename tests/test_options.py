@@ -75,6 +75,7 @@ SAMPLES: dict[str, tuple[Any, str]] = {
     "backplane": ("redis://127.0.0.1:6390/1", "redis://127.0.0.1:6390/1"),
     "hub": ("lab", "lab"),
     "presence_ttl": (5.0, "5"),
+    "require_backplane": (True, "yes"),
     "redis_password_env": ("HUB_REDIS_PASSWORD", "HUB_REDIS_PASSWORD"),
     "redis_password_file": (os.devnull, os.devnull),  # read when made
     "receive_high_count": (100, "100"),

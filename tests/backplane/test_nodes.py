@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 import pytest_twisted
 from twisted.internet import defer, reactor
+from twisted.internet.task import deferLater
 
 from harness.redis import RedisServer
 from twcomms.backplane import RedisBackplane
@@ -218,3 +219,44 @@ def test_a_large_message_gone_before_its_fetch_is_counted_and_skipped(
     server.broadcast(b"after")
     assert (yield inbox.wait(2)) == [b"before", b"after"]
     assert b.clients.stats()["expired"] == 1
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_dead_nodes_clients_are_nobodys_after_its_presence_ttl(
+    redis_server: RedisServer, hub_name: str, nodes: list[Any]
+) -> Any:
+    """
+    A node that dies without stopping (SIGKILL: its connections just end,
+    nothing is cleaned up) still owns its clients in Redis until its
+    presence key expires; from then on, sending to them fails with
+    ClientGoneError, within presence_ttl.
+    """
+    a = CommsServerFactory(
+        registry=RedisBackplane(redis_server.url, hub=hub_name, presence_ttl=0.6)
+    )
+    yield bounded(a.listen(("127.0.0.1", 0)))
+    nodes.append(a)
+    doomed = RedisBackplane(redis_server.url, hub=hub_name, presence_ttl=0.6)
+    b = CommsServerFactory(registry=doomed)
+    port_b = yield bounded(b.listen(("127.0.0.1", 0)))
+    client, inbox = yield connect(nodes, port_b.getHost().port)
+    target = handle_of(b).id
+    yield a.send_to(target, {"alive": True})
+    assert (yield inbox.wait(1)) == [{"alive": True}]
+    # Death: the presence refresh stops and the connections to Redis end,
+    # with no goodbye (what SIGKILL leaves behind).
+    doomed._refresh.stop()  # type: ignore[union-attr]
+    for service in doomed._services:
+        yield service.stopService()
+    started = reactor.seconds()
+    while True:
+        try:
+            yield a.send_to(target, {"still": "there?"})
+        except ClientGoneError:
+            break
+        # Expiry is Redis's clock, not an event we can wait on: poll it,
+        # bounded by the TTL and a margin.
+        assert reactor.seconds() - started < 0.6 + 1.0
+        yield deferLater(reactor, 0.05, lambda: None)
+    yield client.stop()
+    yield b.stop_listening()

@@ -40,5 +40,9 @@ def make_backplane(cluster: ClusterOptions, reactor: Any = None) -> Backplane | 
         password_file=cluster.redis_password_file,
     )
     return RedisBackplane(
-        url, hub=cluster.hub, presence_ttl=cluster.presence_ttl, reactor=reactor
+        url,
+        hub=cluster.hub,
+        presence_ttl=cluster.presence_ttl,
+        required=cluster.require_backplane,
+        reactor=reactor,
     )

@@ -13,7 +13,13 @@ import re
 from dataclasses import dataclass
 from typing import ClassVar
 
-from twcomms.options.spec import check_timeout, option, read_seconds, set_field
+from twcomms.options.spec import (
+    check_timeout,
+    option,
+    read_flag,
+    read_seconds,
+    set_field,
+)
 
 __all__ = ["ClusterOptions"]
 
@@ -58,6 +64,14 @@ class ClusterOptions:
         read_seconds,
         metavar="SECONDS",
     )
+    require_backplane: bool = option(
+        False,
+        "Refuse to start when the backplane's Redis does not answer within 5 s. "
+        "No (default): start anyway, serve this node's clients, and join the "
+        "others once Redis answers.",
+        read_flag,
+        metavar="YES|NO",
+    )
     redis_password_env: str | None = option(
         None,
         "Read the backplane's Redis password from this environment variable "
@@ -80,6 +94,8 @@ class ClusterOptions:
                 f"hub must be 1 to 64 letters, digits, '-', '_' or '.', not "
                 f"{self.hub!r}"
             )
+        if not isinstance(self.require_backplane, bool):
+            raise TypeError("require_backplane must be True or False")
         ttl = check_timeout("presence_ttl", self.presence_ttl)
         if ttl is None:
             raise ValueError("presence_ttl must be a positive number of seconds")
