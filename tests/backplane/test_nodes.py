@@ -74,7 +74,7 @@ def nodes(redis_server: RedisServer, hub_name: str) -> Iterator[list[Any]]:
 def start_node(
     made: list[Any], url: str, hub: str, **kw: Any
 ) -> defer.Generator[Any, Any, tuple[CommsServerFactory, int]]:
-    server = CommsServerFactory(registry=RedisBackplane(url, hub=hub), **kw)
+    server = CommsServerFactory(backplane=RedisBackplane(url, hub=hub), **kw)
     port = yield bounded(server.listen(("127.0.0.1", 0)))
     made.append(server)
     return server, port.getHost().port
@@ -260,3 +260,8 @@ def test_a_dead_nodes_clients_are_nobodys_after_its_presence_ttl(
         yield deferLater(reactor, 0.05, lambda: None)
     yield client.stop()
     yield b.stop_listening()
+
+
+def test_backplane_takes_an_object_not_a_url() -> None:
+    with pytest.raises(TypeError, match="RedisBackplane"):
+        CommsServerFactory(backplane="redis://127.0.0.1:6379/0")  # type: ignore[arg-type]

@@ -116,6 +116,7 @@ class CommsServerFactory(ConnectionReadback, ServerFactory):
         *,
         options: Options | None = None,
         registry: ClientRegistry | None = None,
+        backplane: ClientRegistry | None = None,
         reactor: Any = None,
         on_connect: Iterable[ConnectCallback] | ConnectCallback = (),
         on_close: Iterable[CloseCallback] | CloseCallback = (),
@@ -138,6 +139,9 @@ class CommsServerFactory(ConnectionReadback, ServerFactory):
             (C{connection=}, C{server=}); see C{docs/options.md}.
         @param registry: where clients are kept; default a new
             L{LocalClientRegistry}.
+        @param backplane: the same, by the name a backplane goes by:
+            C{backplane=RedisBackplane(url, hub="lab")} makes this server
+            one node of several (L{twcomms.backplane}).
         @param reactor: the reactor to listen with and the clock for
             timestamps and idle timeouts; default the global reactor.
         @param on_connect: a callable or callables for L{on_connect}.
@@ -163,6 +167,15 @@ class CommsServerFactory(ConnectionReadback, ServerFactory):
         self.options = Options.build(
             options, door="CommsServerFactory", sections=SERVER_SECTIONS, **keywords
         )
+        if backplane is not None:
+            if isinstance(backplane, str):
+                raise TypeError(
+                    "CommsServerFactory takes backplane=RedisBackplane(url, hub=...) "
+                    "(from twcomms.backplane), not a URL"
+                )
+            if registry is not None:
+                raise TypeError("give registry= or backplane=, not both")
+            registry = backplane
         self.clients: ClientRegistry = (
             registry if registry is not None else LocalClientRegistry()
         )
