@@ -97,6 +97,8 @@ from benchmarks.peers.common import emit, messages, read_go, rtt_result
 from benchmarks.peers.run import environment
 from benchmarks.peers.runner import CellError, Cutoff, Proc, client_split
 from benchmarks.peers.settings import BATCH, RESULTS, now
+from benchmarks.summary import compact, compare, num, ratio, values
+from benchmarks.summary import row as summary_row
 from harness.procs import raise_fd_limit, watchdog
 
 MODULE = "benchmarks.backplane"
@@ -749,26 +751,9 @@ def one_line(result: dict[str, Any]) -> str:
 # -- figures ------------------------------------------------------------------
 
 
-def _values(run: dict[str, Any], key: str, figure: str) -> dict[int, float]:
-    """
-    Round -> C{figure} of cell C{key} (a dotted path: C{"cores.B"}), for
-    the rounds where it is ok.
-    """
-    out = {}
-    for r in run["rounds"]:
-        if r["cell"] != key or r["status"] != "ok":
-            continue
-        value: Any = r
-        for part in figure.split("."):
-            value = value.get(part) if isinstance(value, dict) else None
-        if value is not None:
-            out[r["round"]] = float(value)
-    return out
-
-
 def _median(run: dict[str, Any], key: str, figure: str) -> float | None:
-    values = _values(run, key, figure)
-    return statistics.median(values.values()) if values else None
+    found = values(run, key, figure)
+    return statistics.median(found.values()) if found else None
 
 
 def summarise(run: dict[str, Any]) -> list[dict[str, Any]]:
@@ -787,33 +772,21 @@ def summarise(run: dict[str, Any]) -> list[dict[str, Any]]:
         if cell.group in SECOND:
             wanted.append(SECOND[cell.group])
         for name, shown in wanted:
-            values = _values(run, key, name)
-            base = _values(run, cell.baseline, name)
-            median = statistics.median(values.values()) if values else None
-            base_median = statistics.median(base.values()) if base else None
-            pairs = [values[r] / base[r] for r in values if base.get(r)]
+            compared = compare(run, key, cell.baseline, name)
             out.append(
                 {
                     "cell": key,
                     "figure": name,
                     "unit": shown,
                     "higher_is_better": higher,
-                    "rounds": [values.get(r) for r in range(run["settings"]["rounds"])],
-                    "median": median,
+                    "rounds": compared["rounds"],
+                    "median": compared["median"],
                     "baseline": cell.baseline,
-                    "vs_same": (
-                        median / base_median
-                        if median is not None and base_median
-                        else None
-                    ),
-                    "paired": statistics.median(pairs) if pairs else None,
+                    "vs_same": compared["ratio"],
+                    "paired": compared["paired"],
                 }
             )
     return out
-
-
-def _row(summary: list[dict[str, Any]], key: str, figure: str) -> dict[str, Any]:
-    return next(s for s in summary if s["cell"] == key and s["figure"] == figure)
 
 
 # -- the profile --------------------------------------------------------------
@@ -1011,22 +984,6 @@ def analyse(run: dict[str, Any], profile_dir: Path | None) -> dict[str, Any]:
 # -- printing -----------------------------------------------------------------
 
 
-def _num(v: float | None, digits: int = 0) -> str:
-    return "-" if v is None else f"{v:,.{digits}f}"
-
-
-def _ratio(v: float | None) -> str:
-    return "-" if v is None else f"{v:.2f}x"
-
-
-def _compact(v: float | None, unit: str) -> str:
-    if v is None:
-        return "-"
-    if unit == "deliveries/s":
-        return f"{v / 1000:.0f}k"
-    return f"{v:.0f}"
-
-
 def _table(run: dict[str, Any], group: str, *header: str) -> list[str]:
     keys = [k for k in run["cells"] if CELL[k].group == group and not CELL[k].profiled]
     if not keys:
@@ -1041,21 +998,21 @@ def _table(run: dict[str, Any], group: str, *header: str) -> list[str]:
     lines.append(head + f"  rounds ({unit})")
     for key in keys:
         cell = CELL[key]
-        row = _row(summary, key, figure)
+        row = summary_row(summary, key, figure)
         is_base = key == cell.baseline
         line = (
             f"  {cell.label:<38} "
-            f"{_num(row['median'], 1 if group == 'rtt' else 0):>13} "
-            f"{'-' if is_base else _ratio(row['vs_same']):>7} "
-            f"{'-' if is_base else _ratio(row['paired']):>7}"
+            f"{num(row['median'], 1 if group == 'rtt' else 0):>13} "
+            f"{'-' if is_base else ratio(row['vs_same']):>7} "
+            f"{'-' if is_base else ratio(row['paired']):>7}"
         )
         if second:
-            row2 = _row(summary, key, second[0])
+            row2 = summary_row(summary, key, second[0])
             line += (
-                f" {_num(row2['median'], 1):>9} "
-                f"{'-' if is_base else _ratio(row2['vs_same']):>7}"
+                f" {num(row2['median'], 1):>9} "
+                f"{'-' if is_base else ratio(row2['vs_same']):>7}"
             )
-        line += "  " + " ".join(_compact(v, unit) for v in row["rounds"])
+        line += "  " + " ".join(compact(v, unit) for v in row["rounds"])
         bad = [r for r in run["rounds"] if r["cell"] == key and r["status"] != "ok"]
         if bad:
             line += (
@@ -1098,20 +1055,20 @@ def _cpu_tables(run: dict[str, Any]) -> list[str]:
                 return _median(run, key, f"cpu_us_per_delivery.{name}")
 
             nodes = us("nodes")
-            ratio = nodes / base if nodes is not None and base else None
+            vs_same = nodes / base if nodes is not None and base else None
             lines.append(
-                f"  {CELL[key].label:<38} {_num(us('A'), 3):>7} "
-                f"{_num(us('B'), 3):>7} {_num(nodes, 3):>7} "
-                f"{_num(us('redis'), 3):>7} {_num(us('clients'), 3):>8}  "
-                f"{'-' if key == 'broadcast/same' else _ratio(ratio)}"
+                f"  {CELL[key].label:<38} {num(us('A'), 3):>7} "
+                f"{num(us('B'), 3):>7} {num(nodes, 3):>7} "
+                f"{num(us('redis'), 3):>7} {num(us('clients'), 3):>8}  "
+                f"{'-' if key == 'broadcast/same' else ratio(vs_same)}"
             )
         per = []
         for k in keys:
             seconds = _median(run, k, "cpu_s.redis")
             ms = None if seconds is None else seconds * 1000
             per.append(
-                f"{_SHORT[CELL[k].layout]} {_num(ms, 1)} ms "
-                f"({_num(_per_envelope(run, k), 2)} us/broadcast)"
+                f"{_SHORT[CELL[k].layout]} {num(ms, 1)} ms "
+                f"({num(_per_envelope(run, k), 2)} us/broadcast)"
             )
         lines.append("  redis-server CPU (INFO cpu delta): " + "; ".join(per))
         lines += [
@@ -1128,11 +1085,11 @@ def _cpu_tables(run: dict[str, Any]) -> list[str]:
                 return _median(run, key, f"cores.{name}")
 
             lines.append(
-                f"  {CELL[key].label:<38} {_num(busy('A'), 2):>7} "
-                f"{_num(busy('B'), 2):>7} {_num(busy('redis'), 2):>7} "
-                f"{_num(busy('clients'), 2):>8} {_num(busy('all'), 2):>6} "
-                f"{_num(busy('others'), 2):>7} {_num(busy('steal'), 2):>6} "
-                f"{_num(busy('machine'), 2):>8}"
+                f"  {CELL[key].label:<38} {num(busy('A'), 2):>7} "
+                f"{num(busy('B'), 2):>7} {num(busy('redis'), 2):>7} "
+                f"{num(busy('clients'), 2):>8} {num(busy('all'), 2):>6} "
+                f"{num(busy('others'), 2):>7} {num(busy('steal'), 2):>6} "
+                f"{num(busy('machine'), 2):>8}"
             )
     rtt = [k for k in run["cells"] if CELL[k].group == "rtt"]
     if rtt:
@@ -1148,10 +1105,10 @@ def _cpu_tables(run: dict[str, Any]) -> list[str]:
                 return _median(run, key, f"cpu_us_per_trip.{name}")
 
             lines.append(
-                f"  {CELL[key].label:<38} {_num(trip('A'), 1):>7} "
-                f"{_num(trip('B'), 1):>7} {_num(trip('nodes'), 1):>7} "
-                f"{_num(trip('redis'), 1):>7}  "
-                f"{_num(_median(run, key, 'cores.machine'), 2):>18}"
+                f"  {CELL[key].label:<38} {num(trip('A'), 1):>7} "
+                f"{num(trip('B'), 1):>7} {num(trip('nodes'), 1):>7} "
+                f"{num(trip('redis'), 1):>7}  "
+                f"{num(_median(run, key, 'cores.machine'), 2):>18}"
             )
     return lines
 
@@ -1216,14 +1173,14 @@ def _verdict(run: dict[str, Any]) -> list[str]:
     lines = [
         "",
         "What limits the cross-node broadcast:",
-        f"  cores busy: clients {_num(cores.get('clients'), 2)} "
-        f"({len(procs)} processes), node A {_num(cores.get('A'), 2)}, node B "
-        f"{_num(cores.get('B'), 2)}, redis-server {_num(cores.get('redis'), 2)}; "
-        f"this run {_num(cores['all'], 2)}, other processes "
-        f"{_num(cores.get('others'), 2)}, steal {_num(cores.get('steal'), 2)}; "
-        f"of {cpus}. CPU per delivery: clients {_num(per['clients'], 2)} us, "
-        f"node A {_num(per['A'], 2)}, node B {_num(per['B'], 2)}, redis-server "
-        f"{_num(per['redis'], 3)}.",
+        f"  cores busy: clients {num(cores.get('clients'), 2)} "
+        f"({len(procs)} processes), node A {num(cores.get('A'), 2)}, node B "
+        f"{num(cores.get('B'), 2)}, redis-server {num(cores.get('redis'), 2)}; "
+        f"this run {num(cores['all'], 2)}, other processes "
+        f"{num(cores.get('others'), 2)}, steal {num(cores.get('steal'), 2)}; "
+        f"of {cpus}. CPU per delivery: clients {num(per['clients'], 2)} us, "
+        f"node A {num(per['A'], 2)}, node B {num(per['B'], 2)}, redis-server "
+        f"{num(per['redis'], 3)}.",
     ]
     if taken >= 0.85 * cpus:
         lines.append(
@@ -1258,8 +1215,8 @@ def _verdict(run: dict[str, Any]) -> list[str]:
             f"{what}; the Redis client {100 * profile['shares']['redis']:.1f}% "
             f"of its busy time ({100 * profile['redis_inclusive_share']:.1f}% "
             f"with what it calls), ~{n['redis_client_inclusive_us']:.2f} us per "
-            f"{what}: alone it would do ~{_num(alone)}/s, "
-            f"{_ratio(headroom)} the run's {n['run_per_s']:,.0f}/s; the whole "
+            f"{what}: alone it would do ~{num(alone)}/s, "
+            f"{ratio(headroom)} the run's {n['run_per_s']:,.0f}/s; the whole "
             f"node ~{n['node_alone_per_s']:,.0f}/s on a core of its own."
         )
     if headrooms:

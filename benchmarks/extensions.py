@@ -76,7 +76,6 @@ import os
 import pstats
 import queue
 import signal
-import statistics
 import sys
 import time
 from collections.abc import Callable
@@ -92,6 +91,8 @@ from benchmarks.peers.report import one_line
 from benchmarks.peers.run import environment
 from benchmarks.peers.runner import CellError, Cutoff, Proc, cell_specs, figures
 from benchmarks.peers.settings import FULL, QUICK, RESULTS, Settings
+from benchmarks.summary import compact, compare, num, ratio
+from benchmarks.summary import row as summary_row
 
 MODULE = "benchmarks.extensions"
 #: The peers system whose processes every cell runs.
@@ -400,17 +401,6 @@ def round_order(cells: list[Cell], round_index: int) -> list[Cell]:
 # -- figures -------------------------------------------------------------------
 
 
-def _values(run: dict[str, Any], key: str, figure: str) -> dict[int, float]:
-    """
-    Round -> C{figure} of cell C{key}, for the rounds where it is ok.
-    """
-    return {
-        r["round"]: float(r[figure])
-        for r in run["rounds"]
-        if r["cell"] == key and r["status"] == "ok" and figure in r
-    }
-
-
 def summarise(run: dict[str, Any]) -> list[dict[str, Any]]:
     """
     Per cell and figure: the median over rounds, its ratio to the plain
@@ -425,33 +415,21 @@ def summarise(run: dict[str, Any]) -> list[dict[str, Any]]:
         if cell.scenario in SECOND:
             wanted.append(SECOND[cell.scenario])
         for name, shown in wanted:
-            values = _values(run, key, name)
-            base = _values(run, cell.baseline, name)
-            median = statistics.median(values.values()) if values else None
-            base_median = statistics.median(base.values()) if base else None
-            pairs = [values[r] / base[r] for r in values if base.get(r)]
+            compared = compare(run, key, cell.baseline, name)
             out.append(
                 {
                     "cell": key,
                     "figure": name,
                     "unit": shown,
                     "higher_is_better": higher,
-                    "rounds": [values.get(r) for r in range(run["settings"]["rounds"])],
-                    "median": median,
+                    "rounds": compared["rounds"],
+                    "median": compared["median"],
                     "baseline": cell.baseline,
-                    "vs_plain": (
-                        median / base_median
-                        if median is not None and base_median
-                        else None
-                    ),
-                    "paired": statistics.median(pairs) if pairs else None,
+                    "vs_plain": compared["ratio"],
+                    "paired": compared["paired"],
                 }
             )
     return out
-
-
-def _row(summary: list[dict[str, Any]], key: str, figure: str) -> dict[str, Any]:
-    return next(s for s in summary if s["cell"] == key and s["figure"] == figure)
 
 
 #: The goal, per extended cell: its headline figure at most 10% worse than
@@ -479,21 +457,21 @@ def evaluate(run: dict[str, Any]) -> list[dict[str, Any]]:
             continue
         cell = CELL[key]
         figure, _unit, higher = _figure_of(cell)
-        row = _row(run["summary"], key, figure)
+        row = summary_row(run["summary"], key, figure)
         limit = 1 - GOAL if higher else 1 + GOAL
-        ratio = row["vs_plain"]
+        value = row["vs_plain"]
         if cell.group == "R":
             verdict = "info"
-        elif ratio is None:
+        elif value is None:
             verdict = "MISS"
         else:
-            met = ratio >= limit if higher else ratio <= limit
+            met = value >= limit if higher else value <= limit
             verdict = "PASS" if met else "MISS"
         goals.append(
             {
                 "cell": key,
                 "goal": text,
-                "value": ratio,
+                "value": value,
                 "paired": row["paired"],
                 "op": ">=" if higher else "<=",
                 "limit": limit,
@@ -504,22 +482,6 @@ def evaluate(run: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 # -- printing ------------------------------------------------------------------
-
-
-def _num(v: float | None, digits: int = 0) -> str:
-    return "-" if v is None else f"{v:,.{digits}f}"
-
-
-def _ratio(v: float | None) -> str:
-    return "-" if v is None else f"{v:.2f}x"
-
-
-def _compact(v: float | None, unit: str) -> str:
-    if v is None:
-        return "-"
-    if unit in ("msgs/s", "deliveries/s"):
-        return f"{v / 1000:.0f}k"
-    return f"{v:.0f}"
 
 
 def print_tables(run: dict[str, Any]) -> list[str]:
@@ -548,21 +510,21 @@ def print_tables(run: dict[str, Any]) -> list[str]:
             head += f" {second[1]:>10} {'x plain':>8}"
         out(head + f"  rounds ({unit})")
         for key in keys:
-            row = _row(summary, key, figure)
+            row = summary_row(summary, key, figure)
             is_base = key == CELL[key].baseline
             line = (
                 f"  {CELL[key].label:<32} "
-                f"{_num(row['median'], 1 if group in ('B', 'R') else 0):>13} "
-                f"{'-' if is_base else _ratio(row['vs_plain']):>8} "
-                f"{'-' if is_base else _ratio(row['paired']):>7}"
+                f"{num(row['median'], 1 if group in ('B', 'R') else 0):>13} "
+                f"{'-' if is_base else ratio(row['vs_plain']):>8} "
+                f"{'-' if is_base else ratio(row['paired']):>7}"
             )
             if second:
-                row2 = _row(summary, key, second[0])
+                row2 = summary_row(summary, key, second[0])
                 line += (
-                    f" {_num(row2['median'], 1):>10} "
-                    f"{'-' if is_base else _ratio(row2['vs_plain']):>8}"
+                    f" {num(row2['median'], 1):>10} "
+                    f"{'-' if is_base else ratio(row2['vs_plain']):>8}"
                 )
-            spread = " ".join(_compact(v, unit) for v in row["rounds"])
+            spread = " ".join(compact(v, unit) for v in row["rounds"])
             if group == "A":
                 bound = sum(
                     1
@@ -625,8 +587,8 @@ def print_goals(goals: list[dict[str, Any]]) -> list[str]:
     for g in goals:
         lim = f"{g['op']} {g['limit']:.2f}" if g["verdict"] != "info" else ""
         lines.append(
-            f"  {g['goal']:<48} {_ratio(g['value']):>7} "
-            f"(paired {_ratio(g['paired'])})  {lim:<8} {g['verdict']}"
+            f"  {g['goal']:<48} {ratio(g['value']):>7} "
+            f"(paired {ratio(g['paired'])})  {lim:<8} {g['verdict']}"
         )
     for line in lines:
         print(line)
