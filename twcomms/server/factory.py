@@ -170,8 +170,10 @@ class CommsServerFactory(ConnectionReadback, ServerFactory):
         if backplane is not None:
             if isinstance(backplane, str):
                 raise TypeError(
-                    "CommsServerFactory takes backplane=RedisBackplane(url, hub=...) "
-                    "(from twcomms.backplane), not a URL"
+                    "CommsServerFactory takes backplane=RedisBackplane(url, "
+                    "hub=...) (from twcomms.backplane); a URL is a "
+                    "ClusterOptions option, which CommsServerFactory does not "
+                    "use (the threaded Server and twistd comms take it)"
                 )
             if registry is not None:
                 raise TypeError("give registry= or backplane=, not both")
