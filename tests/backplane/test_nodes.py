@@ -265,3 +265,45 @@ def test_a_dead_nodes_clients_are_nobodys_after_its_presence_ttl(
 def test_backplane_takes_an_object_not_a_url() -> None:
     with pytest.raises(TypeError, match="RedisBackplane"):
         CommsServerFactory(backplane="redis://127.0.0.1:6379/0")  # type: ignore[arg-type]
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_gap_in_a_publishers_sequence_is_counted_and_a_repeat_dropped(
+    redis_server: RedisServer, hub_name: str, nodes: list[Any]
+) -> Any:
+    """
+    Every envelope carries its publisher's sequence number on its channel:
+    a receiving node counts a gap (and the messages in it) and logs it, so
+    a loss is never silent, and drops an envelope it has heard before.
+    """
+
+    class Lossy(RedisBackplane):
+        drop = 0
+        repeat = False
+
+        def publish(self, channel: str, data: bytes) -> None:
+            if self.drop:
+                self.drop -= 1  # lost on the way, as if Redis were away
+                return
+            super().publish(channel, data)
+            if self.repeat:
+                self.repeat = False
+                super().publish(channel, data)  # the broker said it twice
+
+    lossy = Lossy(redis_server.url, hub=hub_name)
+    a = CommsServerFactory(backplane=lossy)
+    yield bounded(a.listen(("127.0.0.1", 0)))
+    nodes.append(a)
+    b, port_b = yield start_node(nodes, redis_server.url, hub_name)
+    _, inbox = yield connect(nodes, port_b)
+    a.broadcast({"n": 1})
+    lossy.drop = 2
+    a.broadcast({"n": 2})
+    a.broadcast({"n": 3})
+    lossy.repeat = True
+    a.broadcast({"n": 4})
+    a.broadcast({"n": 5})
+    assert (yield inbox.wait(3)) == [{"n": 1}, {"n": 4}, {"n": 5}]
+    yield b.clients.sync()
+    stats = b.clients.stats()
+    assert (stats["gaps"], stats["missed"], stats["duplicates"]) == (1, 2, 1)

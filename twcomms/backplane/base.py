@@ -50,7 +50,9 @@ class Backplane(LocalClientRegistry):
     @ivar counters: what crossed: C{published}, C{received}, C{own}
         (own envelopes dropped), C{malformed}, C{expired} (a large
         payload gone before it was fetched), C{unroutable} (a direct
-        message whose client is on no node).
+        message whose client is on no node), C{gaps} and C{missed} (holes
+        in a publisher's sequence, and the messages in them), C{duplicates}
+        (envelopes heard twice, dropped).
     """
 
     def __init__(self, hub: str = "twcomms", *, large_above: int = LARGE_ABOVE) -> None:
@@ -59,13 +61,27 @@ class Backplane(LocalClientRegistry):
         self._nodeBytes = os.urandom(16)
         self.node = self._nodeBytes.hex()
         self.large_above = large_above
+        # Stored payloads published (their keys), and each channel's
+        # sequence; the last sequence number heard per (publisher, direct).
         self._seq = 0
+        self._seqs: dict[str, int] = {}
+        self._heard: dict[tuple[str, bool], int] = {}
         # Envelopes received, in order; a stored payload's entry waits for
         # its fetch (its Deferred) before it and those after it go out.
         self._inbound: collections.deque[list[Any]] = collections.deque()
         self._structFormat = LITTLE_ENDIAN
         self.counters = dict.fromkeys(
-            ("published", "received", "own", "malformed", "expired", "unroutable"),
+            (
+                "published",
+                "received",
+                "own",
+                "malformed",
+                "expired",
+                "unroutable",
+                "gaps",
+                "missed",
+                "duplicates",
+            ),
             0,
         )
 
@@ -148,14 +164,17 @@ class Backplane(LocalClientRegistry):
         exclude: frozenset[str] = frozenset(),
         target: str = "",
     ) -> None:
-        self._seq += 1
+        # One sequence per channel: a node hears all of "all" and its own
+        # "to:" channel, so each is gapless to whoever hears it.
+        seq = self._seqs[channel] = self._seqs.get(channel, 0) + 1
         stored = len(payload) > self.large_above
         if stored:
+            self._seq += 1
             key = f"blob:{self.node}:{self._seq}"
             self.store(key, payload)
             payload = key.encode("ascii")
         envelope = Envelope(
-            kind, self.node, self._seq, payload, room, exclude, target, stored
+            kind, self.node, seq, payload, room, exclude, target, stored
         )
         self.counters["published"] += 1
         self.publish(channel, encode(envelope))
@@ -181,6 +200,8 @@ class Backplane(LocalClientRegistry):
                 error=e,
             )
             return
+        if not self._inSequence(envelope):
+            return
         self.counters["received"] += 1
         entry: list[Any] = [envelope, None]
         if envelope.stored:
@@ -190,6 +211,35 @@ class Backplane(LocalClientRegistry):
             fetching.addBoth(self._fetched, entry, key)
         self._inbound.append(entry)
         self._drain()
+
+    def _inSequence(self, envelope: Envelope) -> bool:
+        """
+        Check C{envelope}'s sequence number against the last one heard from
+        its publisher on its channel: a gap is counted (C{gaps}, and the
+        C{missed} messages) and logged -- a loss is never silent -- and an
+        envelope heard before is dropped (C{duplicates}). The first one
+        heard from a publisher starts its sequence.
+        """
+        channel = (envelope.node, envelope.kind == Kind.DIRECT)
+        last = self._heard.get(channel)
+        seq = envelope.seq
+        if last is not None:
+            if seq <= last:
+                self.counters["duplicates"] += 1
+                return False
+            if seq > last + 1:
+                self.counters["gaps"] += 1
+                self.counters["missed"] += seq - last - 1
+                _log.warn(
+                    "backplane: {missed} messages from node {node} never "
+                    "arrived (its sequence went from {last} to {seq})",
+                    missed=seq - last - 1,
+                    node=envelope.node,
+                    last=last,
+                    seq=seq,
+                )
+        self._heard[channel] = seq
+        return True
 
     def _fetched(self, payload: Any, entry: list[Any], key: str) -> None:
         if not isinstance(payload, bytes):
