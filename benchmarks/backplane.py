@@ -82,7 +82,6 @@ import math
 import os
 import pstats
 import queue
-import socket
 import statistics
 import sys
 import tempfile
@@ -93,6 +92,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from benchmarks.peers.cli import choices, positive_int
 from benchmarks.peers.common import emit, messages, read_go, rtt_result
 from benchmarks.peers.run import environment
 from benchmarks.peers.runner import CellError, Cutoff, Proc, client_split
@@ -100,6 +100,7 @@ from benchmarks.peers.settings import BATCH, RESULTS, now
 from benchmarks.summary import compact, compare, num, ratio, values
 from benchmarks.summary import row as summary_row
 from harness.procs import raise_fd_limit, watchdog
+from harness.redis import redis_command
 
 MODULE = "benchmarks.backplane"
 ROUNDS = 5
@@ -377,23 +378,11 @@ def redis_cpu(port: int, timeout: float = 5.0) -> float:
     (C{INFO cpu}: C{used_cpu_user + used_cpu_sys}), asked over a short
     connection of its own.
     """
-    deadline = time.monotonic() + timeout
-    data = b""
-    with socket.create_connection(("127.0.0.1", port), timeout) as s:
-        s.sendall(b"INFO cpu\r\n")
-        while True:
-            head, crlf, body = data.partition(b"\r\n")
-            if crlf and (not head.startswith(b"$") or len(body) >= int(head[1:])):
-                break
-            s.settimeout(max(deadline - time.monotonic(), 0.01))
-            chunk = s.recv(65536)
-            if not chunk:
-                break
-            data += chunk
-    if not head.startswith(b"$"):
-        raise CellError(f"INFO cpu: {data[:200]!r}")
+    info = redis_command(port, "INFO", "cpu", timeout=timeout)
+    if not isinstance(info, bytes):
+        raise CellError(f"INFO cpu: {info!r}")
     fields = dict(
-        line.split(":", 1) for line in body.decode().splitlines() if ":" in line
+        line.split(":", 1) for line in info.decode().splitlines() if ":" in line
     )
     return float(fields["used_cpu_user"]) + float(fields["used_cpu_sys"])
 
@@ -1407,26 +1396,6 @@ def problems(run: dict[str, Any]) -> list[str]:
 # -- the command line ---------------------------------------------------------
 
 
-def _scenarios(text: str) -> list[str]:
-    names = [p.strip() for p in text.split(",") if p.strip()]
-    unknown = [n for n in names if n not in SCENARIOS]
-    if unknown or not names:
-        raise argparse.ArgumentTypeError(
-            f"choose from {', '.join(SCENARIOS)}, not {text!r}"
-        )
-    return names
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be positive: {text!r}")
-    return value
-
-
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m " + MODULE,
@@ -1449,7 +1418,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--scenarios",
-        type=_scenarios,
+        type=choices(SCENARIOS),
         default=list(SCENARIOS),
         metavar="broadcast,rtt",
         help="scenarios to run (default: both)",
@@ -1461,7 +1430,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--rounds",
-        type=_positive_int,
+        type=positive_int,
         default=None,
         metavar="N",
         help=f"interleaved rounds (default: {ROUNDS}; --quick: {QUICK_ROUNDS})",

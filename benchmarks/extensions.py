@@ -85,6 +85,7 @@ from typing import Any
 
 from benchmarks.peers import eventloop
 from benchmarks.peers.child import run_child
+from benchmarks.peers.cli import choices, positive_int
 from benchmarks.peers.common import emit
 from benchmarks.peers.nets import TwcommsNet
 from benchmarks.peers.report import one_line
@@ -787,26 +788,6 @@ def problems(run: dict[str, Any]) -> list[str]:
 # -- the command line ----------------------------------------------------------
 
 
-def _scenarios(text: str) -> list[str]:
-    names = [p.strip() for p in text.split(",") if p.strip()]
-    unknown = [n for n in names if n not in SCENARIOS]
-    if unknown or not names:
-        raise argparse.ArgumentTypeError(
-            f"choose from {', '.join(SCENARIOS)}, not {text!r}"
-        )
-    return names
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be positive: {text!r}")
-    return value
-
-
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m " + MODULE,
@@ -830,7 +811,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--scenarios",
-        type=_scenarios,
+        type=choices(SCENARIOS),
         default=list(SCENARIOS),
         metavar="A,B,R,C",
         help="scenarios to run (default: all; R brings B's plain cell)",
@@ -843,7 +824,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--rounds",
-        type=_positive_int,
+        type=positive_int,
         default=None,
         metavar="N",
         help=f"interleaved rounds (default: {ROUNDS}; --quick: {QUICK_ROUNDS})",

@@ -16,7 +16,7 @@ from benchmarks.peers.run import run_benchmark
 from benchmarks.peers.settings import FULL, MODULE, QUICK, RESULTS, SCENARIOS, SYSTEMS
 
 
-def _choices(allowed: tuple[str, ...]) -> Callable[[str], list[str]]:
+def choices(allowed: tuple[str, ...]) -> Callable[[str], list[str]]:
     def parse(text: str) -> list[str]:
         out = []
         for part in text.split(","):
@@ -35,7 +35,7 @@ def _choices(allowed: tuple[str, ...]) -> Callable[[str], list[str]]:
     return parse
 
 
-def _positive_int(text: str) -> int:
+def positive_int(text: str) -> int:
     try:
         value = int(text)
     except ValueError:
@@ -71,14 +71,14 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--scenarios",
-        type=_choices(SCENARIOS),
+        type=choices(SCENARIOS),
         default=list(SCENARIOS),
         metavar="A,B,C,D,E",
         help="scenarios to run (default: all)",
     )
     p.add_argument(
         "--systems",
-        type=_choices(SYSTEMS),
+        type=choices(SYSTEMS),
         default=list(SYSTEMS),
         metavar="NAME,...",
         help="systems to run (default: all): " + ", ".join(SYSTEMS),
@@ -90,7 +90,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--repeat",
-        type=_positive_int,
+        type=positive_int,
         default=None,
         metavar="N",
         help="best of N: A runs N times, D receives N times per "
@@ -98,14 +98,14 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--scale-connections",
-        type=_positive_int,
+        type=positive_int,
         default=None,
         metavar="N",
         help="E's concurrent connections (default: 10000; --quick: 40)",
     )
     p.add_argument(
         "--jobs",
-        type=_positive_int,
+        type=positive_int,
         default=None,
         metavar="N",
         help="cells run at once (default: 1; --quick: 3, whose "
