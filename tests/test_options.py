@@ -76,6 +76,9 @@ SAMPLES: dict[str, tuple[Any, str]] = {
     "hub": ("lab", "lab"),
     "presence_ttl": (5.0, "5"),
     "require_backplane": (True, "yes"),
+    "outage_max_count": (500, "500"),
+    "outage_max_bytes": (1_000_000, "1000000"),
+    "history_length": (5000, "5000"),
     "redis_password_env": ("HUB_REDIS_PASSWORD", "HUB_REDIS_PASSWORD"),
     "redis_password_file": (os.devnull, os.devnull),  # read when made
     "receive_high_count": (100, "100"),

@@ -179,13 +179,15 @@ def test_a_malformed_entry_on_the_channel_is_skipped(
         TCP4ClientEndpoint(reactor, "127.0.0.1", redis_server.port), RedisProtocol()
     )
     try:
+        stream = f"twcomms:{hub_name}:all"
         for garbage in (b"", b"\x01", b"\x63" * 40, os.urandom(200)):
-            yield other.execute("PUBLISH", f"twcomms:{hub_name}:all", garbage)
+            yield other.execute("XADD", stream, "*", "d", garbage)
+        yield other.execute("XADD", stream, "*", "not", "ours", "nor", "this")
     finally:
         other.transport.loseConnection()
     b.broadcast({"still": "fine"})
     assert (yield inbox.wait(1)) == [{"still": "fine"}]
-    assert a.clients.stats()["malformed"] == 4
+    assert a.clients.stats()["malformed"] == 5
 
 
 @pytest_twisted.inlineCallbacks
@@ -201,8 +203,8 @@ def test_a_large_message_gone_before_its_fetch_is_counted_and_skipped(
     """
 
     class Forgetful(RedisBackplane):
-        def store(self, key: str, data: bytes) -> None:
-            pass
+        def store(self, name: str, data: bytes) -> bytes:
+            return name.encode("ascii")
 
     server = CommsServerFactory(
         registry=Forgetful(redis_server.url, hub=hub_name),
@@ -281,14 +283,15 @@ def test_a_gap_in_a_publishers_sequence_is_counted_and_a_repeat_dropped(
         drop = 0
         repeat = False
 
-        def publish(self, channel: str, data: bytes) -> None:
+        def publish(self, channel: str, data: bytes) -> bool:
             if self.drop:
-                self.drop -= 1  # lost on the way, as if Redis were away
-                return
-            super().publish(channel, data)
+                self.drop -= 1  # lost on the way, as if Redis lost it
+                return True
+            sent = super().publish(channel, data)
             if self.repeat:
                 self.repeat = False
                 super().publish(channel, data)  # the broker said it twice
+            return sent
 
     lossy = Lossy(redis_server.url, hub=hub_name)
     a = CommsServerFactory(backplane=lossy)

@@ -44,5 +44,8 @@ def make_backplane(cluster: ClusterOptions, reactor: Any = None) -> Backplane | 
         hub=cluster.hub,
         presence_ttl=cluster.presence_ttl,
         required=cluster.require_backplane,
+        outage_max_count=cluster.outage_max_count,
+        outage_max_bytes=cluster.outage_max_bytes,
+        history_length=cluster.history_length,
         reactor=reactor,
     )

@@ -19,14 +19,18 @@ from __future__ import annotations
 
 import collections
 import os
+import time
 from collections.abc import Collection
+from dataclasses import replace
 from typing import Any
 
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.logger import Logger
 
 from twcomms.backplane.envelope import Envelope, Kind, decode, encode
+from twcomms.backplane.outbox import Entry, Outbox
 from twcomms.errors import ClientGoneError
+from twcomms.options import ClusterOptions
 from twcomms.server import ClientHandle, LocalClientRegistry
 from twcomms.wire.format import LITTLE_ENDIAN, Frame
 
@@ -40,6 +44,8 @@ _log = Logger()
 #: pubsub), so a large message on the channel could cut every node off.
 LARGE_ABOVE = 1024 * 1024
 
+_DEFAULTS = ClusterOptions()
+
 
 class Backplane(LocalClientRegistry):
     """
@@ -47,25 +53,44 @@ class Backplane(LocalClientRegistry):
 
     @ivar hub: the name nodes that act as one share.
     @ivar node: this node's id (random, 32 hex digits).
-    @ivar counters: what crossed: C{published}, C{received}, C{own}
-        (own envelopes dropped), C{malformed}, C{expired} (a large
-        payload gone before it was fetched), C{unroutable} (a direct
-        message whose client is on no node), C{gaps} and C{missed} (holes
-        in a publisher's sequence, and the messages in them), C{duplicates}
-        (envelopes heard twice, dropped).
+    @ivar counters: what crossed, and what was lost, by cause. Published:
+        C{published} (kept and sent, or to be sent), C{overflowed} (not
+        kept: the outage buffer was full), C{refused} (the broker answered
+        an error), C{replayed} (sent again after the broker restarted
+        empty), C{outages} (times the broker was lost). Received:
+        C{received}, C{own} (own envelopes dropped), C{malformed},
+        C{expired} (a large payload gone before it was fetched),
+        C{unroutable} (a direct message whose client is on no node),
+        C{gaps} and C{missed} (holes in a publisher's sequence, and the
+        messages in them: lost by the broker), C{duplicates} (heard twice,
+        dropped: expected after an outage, when what may not have arrived
+        is sent again), C{recovered} (replayed messages this node had
+        missed, delivered).
     """
 
-    def __init__(self, hub: str = "twcomms", *, large_above: int = LARGE_ABOVE) -> None:
+    def __init__(
+        self,
+        hub: str = "twcomms",
+        *,
+        large_above: int = LARGE_ABOVE,
+        outage_max_count: int = _DEFAULTS.outage_max_count,
+        outage_max_bytes: int = _DEFAULTS.outage_max_bytes,
+    ) -> None:
         super().__init__()
         self.hub = hub
         self._nodeBytes = os.urandom(16)
         self.node = self._nodeBytes.hex()
         self.large_above = large_above
         # Stored payloads published (their keys), and each channel's
-        # sequence; the last sequence number heard per (publisher, direct).
+        # sequence; the last sequence number heard per publisher.
         self._seq = 0
         self._seqs: dict[str, int] = {}
-        self._heard: dict[tuple[str, bool], int] = {}
+        self._heard: dict[str, int] = {}
+        # What was published and not confirmed yet, and what was lately.
+        self._outbox = Outbox(outage_max_count, outage_max_bytes)
+        self._linked = False
+        self._downSince: float | None = None
+        self._overflowing = False
         # Envelopes received, in order; a stored payload's entry waits for
         # its fetch (its Deferred) before it and those after it go out.
         self._inbound: collections.deque[list[Any]] = collections.deque()
@@ -73,6 +98,10 @@ class Backplane(LocalClientRegistry):
         self.counters = dict.fromkeys(
             (
                 "published",
+                "overflowed",
+                "refused",
+                "replayed",
+                "outages",
                 "received",
                 "own",
                 "malformed",
@@ -81,28 +110,33 @@ class Backplane(LocalClientRegistry):
                 "gaps",
                 "missed",
                 "duplicates",
+                "recovered",
             ),
             0,
         )
 
     # -- what a broker subclass provides ---------------------------------
 
-    def publish(self, channel: str, data: bytes) -> None:
+    def publish(self, channel: str, data: bytes) -> bool:
         """
-        Publish C{data} on C{channel} (C{"all"}, or C{"to:" + node}).
-        """
-        raise NotImplementedError
-
-    def store(self, key: str, data: bytes) -> None:
-        """
-        Keep C{data} under C{key} for a while (long enough for every node
-        to fetch it), before the envelope announcing it is published.
+        Publish C{data} on C{channel} (C{"all"}: every node reads it), and
+        call L{confirmed} once the broker has it (in publishing order).
+        C{False}: not connected, nothing sent (it is kept, and sent again
+        after L{link_up}).
         """
         raise NotImplementedError
 
-    def fetch(self, key: str) -> Deferred[bytes | None]:
+    def store(self, name: str, data: bytes) -> bytes:
         """
-        What L{store} kept under C{key}; L{None} if it is gone.
+        Keep C{data} for a while (long enough for every node to fetch it),
+        before the envelope announcing it is published; the reference to
+        announce, for L{fetch}.
+        """
+        raise NotImplementedError
+
+    def fetch(self, reference: bytes) -> Deferred[bytes | None]:
+        """
+        What L{store} kept under C{reference}; L{None} if it is gone.
         """
         raise NotImplementedError
 
@@ -111,6 +145,74 @@ class Backplane(LocalClientRegistry):
         The node (alive) that holds C{client_id}, or L{None}.
         """
         raise NotImplementedError
+
+    # -- what a broker subclass calls ----------------------------------------
+
+    def confirmed(self, error: Exception | None = None) -> None:
+        """
+        The broker has the oldest message published and not yet confirmed
+        (or, with C{error}, refused it: counted, logged, not sent again).
+        """
+        if error is not None:
+            self.counters["refused"] += 1
+            _log.warn("backplane: the broker refused a message: {e}", e=error)
+        outbox = self._outbox
+        outbox.confirm()
+        if outbox.sent < len(outbox.pending) and self._linked:
+            self._sendWaiting()
+
+    def link_lost(self, reason: str) -> None:
+        """
+        The connection the node publishes on is gone: what was sent and
+        not confirmed is sent again after L{link_up}; until then, what is
+        published is kept, within the outage bounds. One log line.
+        """
+        if not self._linked:
+            return
+        self._linked = False
+        self._outbox.lost()
+        self._downSince = time.monotonic()
+        self.counters["outages"] += 1
+        outbox = self._outbox
+        _log.warn(
+            "backplane: lost the broker ({reason}); this node serves its own "
+            "clients and keeps up to {count} messages ({size} bytes) for the "
+            "other nodes until it is back",
+            reason=reason,
+            count=outbox.max_count,
+            size=outbox.max_bytes,
+        )
+
+    def link_up(self, restarted_empty: bool = False) -> None:
+        """
+        The node can publish (again): what it kept goes out, in order --
+        after, if the broker C{restarted_empty}, what it had lately
+        published (the broker lost what its subscribers had not read yet).
+        One log line, when this ends an outage.
+        """
+        outbox = self._outbox
+        replayed = outbox.replay() if restarted_empty else 0
+        self.counters["replayed"] += replayed
+        self._linked = True
+        waiting = outbox.waiting
+        self._sendWaiting()
+        if self._downSince is not None:
+            _log.info(
+                "backplane: the broker is back after {seconds:.1f} s{empty}; "
+                "{sent} kept messages sent ({replayed} of them sent again)"
+                "{overflow}",
+                seconds=time.monotonic() - self._downSince,
+                empty=" (restarted empty)" if restarted_empty else "",
+                sent=waiting,
+                replayed=replayed,
+                overflow=(
+                    f"; {self.counters['overflowed']} overflowed in all"
+                    if self._overflowing
+                    else ""
+                ),
+            )
+        self._downSince = None
+        self._overflowing = False
 
     # -- registry --------------------------------------------------------
 
@@ -150,7 +252,9 @@ class Backplane(LocalClientRegistry):
             if node is None or node == self.node:
                 self.counters["unroutable"] += 1
                 raise ClientGoneError(client_id)
-            self._send("to:" + node, Kind.DIRECT, frame.payload, target=client_id)
+            self._send(
+                "all", Kind.DIRECT, frame.payload, target=client_id, to_node=node
+            )
 
         return self.owner(client_id).addCallback(route)
 
@@ -163,21 +267,57 @@ class Backplane(LocalClientRegistry):
         room: str | None = None,
         exclude: frozenset[str] = frozenset(),
         target: str = "",
+        to_node: str = "",
     ) -> None:
-        # One sequence per channel: a node hears all of "all" and its own
-        # "to:" channel, so each is gapless to whoever hears it.
+        outbox = self._outbox
+        if not outbox.fits(len(payload)):
+            # Refused before it takes a sequence number: counted here, once,
+            # and no receiver sees a gap for it.
+            self.counters["overflowed"] += 1
+            if not self._overflowing:
+                self._overflowing = True
+                _log.warn(
+                    "backplane: {count} messages ({size} bytes) wait for the "
+                    "broker, the outage bound; what is published from now "
+                    "until it is back reaches this node's clients only "
+                    "(counted as overflowed)",
+                    count=outbox.waiting,
+                    size=outbox.waiting_bytes,
+                )
+            return
+        # One sequence per channel: every node hears all of a channel, so
+        # it is gapless to each.
         seq = self._seqs[channel] = self._seqs.get(channel, 0) + 1
-        stored = len(payload) > self.large_above
-        if stored:
-            self._seq += 1
-            key = f"blob:{self.node}:{self._seq}"
-            self.store(key, payload)
-            payload = key.encode("ascii")
-        envelope = Envelope(
-            kind, self.node, seq, payload, room, exclude, target, stored
+        entry = Entry(
+            channel,
+            Envelope(kind, self.node, seq, payload, room, exclude, target, to_node),
         )
+        outbox.keep(entry)
         self.counters["published"] += 1
-        self.publish(channel, encode(envelope))
+        if self._linked and outbox.sent == len(outbox.pending) - 1:
+            self._sendWaiting()
+
+    def _sendWaiting(self) -> None:
+        """
+        Send what waits, in order, as far as the broker may take it now.
+        """
+        outbox = self._outbox
+        entry = outbox.next()
+        while entry is not None and self._transmit(entry):
+            outbox.sending(entry)
+            entry = outbox.next()
+        # (A broker subclass confirms later, never from within publish().)
+
+    def _transmit(self, entry: Entry) -> bool:
+        envelope = entry.envelope
+        if entry.replay:
+            envelope = replace(envelope, replayed=True)
+        if len(envelope.payload) > self.large_above:
+            self._seq += 1
+            reference = self.store(f"blob:{self.node}:{self._seq}", envelope.payload)
+            envelope = replace(envelope, payload=reference, stored=True)
+        # False: not sent, it waits; the broker subclass calls link_lost().
+        return self.publish(entry.channel, encode(envelope))
 
     # -- receiving ---------------------------------------------------------
 
@@ -205,9 +345,9 @@ class Backplane(LocalClientRegistry):
         self.counters["received"] += 1
         entry: list[Any] = [envelope, None]
         if envelope.stored:
-            key = envelope.payload.decode("ascii", "replace")
-            fetching = self.fetch(key)
+            fetching = self.fetch(envelope.payload)
             entry[1] = fetching
+            key = envelope.payload.decode("ascii", "replace")
             fetching.addBoth(self._fetched, entry, key)
         self._inbound.append(entry)
         self._drain()
@@ -220,10 +360,13 @@ class Backplane(LocalClientRegistry):
         envelope heard before is dropped (C{duplicates}). The first one
         heard from a publisher starts its sequence.
         """
-        channel = (envelope.node, envelope.kind == Kind.DIRECT)
+        channel = envelope.node
         last = self._heard.get(channel)
         seq = envelope.seq
-        if last is not None:
+        if last is None:
+            if envelope.replayed:
+                return False  # from before this node heard its publisher
+        else:
             if seq <= last:
                 self.counters["duplicates"] += 1
                 return False
@@ -232,12 +375,16 @@ class Backplane(LocalClientRegistry):
                 self.counters["missed"] += seq - last - 1
                 _log.warn(
                     "backplane: {missed} messages from node {node} never "
-                    "arrived (its sequence went from {last} to {seq})",
+                    "arrived (its sequence went from {last} to {seq}): the "
+                    "broker lost them (it restarted, or trimmed its history "
+                    "before this node read them)",
                     missed=seq - last - 1,
                     node=envelope.node,
                     last=last,
                     seq=seq,
                 )
+        if envelope.replayed:
+            self.counters["recovered"] += 1
         self._heard[channel] = seq
         return True
 
@@ -269,6 +416,8 @@ class Backplane(LocalClientRegistry):
     def _deliver(self, envelope: Envelope, payload: bytes) -> None:
         frame = Frame(payload, self._structFormat)
         if envelope.kind == Kind.DIRECT:
+            if envelope.to_node != self.node:
+                return  # for a client of another node
             handle = self.get(envelope.target)
             if handle is None:
                 self.counters["unroutable"] += 1
@@ -281,4 +430,14 @@ class Backplane(LocalClientRegistry):
         LocalClientRegistry.broadcast(self, frame, envelope.exclude, envelope.room)
 
     def stats(self) -> dict[str, int]:
-        return {**super().stats(), **self.counters}
+        """
+        The registry's figures, L{counters}, and C{kept}: messages (and
+        C{kept_bytes}) waiting for the broker's confirmation.
+        """
+        outbox = self._outbox
+        return {
+            **super().stats(),
+            **self.counters,
+            "kept": len(outbox.pending),
+            "kept_bytes": outbox.waiting_bytes + outbox.sent_bytes,
+        }

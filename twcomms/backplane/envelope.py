@@ -4,9 +4,10 @@ node, and its sequence number), to whom (everyone, a room, one client;
 minus some), and the message's payload, or the key a large payload is
 stored under. Binary, so a payload crosses as the bytes it is::
 
-    version u8 | kind u8 | node 16 bytes | seq u64
+    version u8 | kind u8 (| 0x80 stored, | 0x40 replayed) | node 16 bytes | seq u64
     | room: u16 length + UTF-8 | exclude: u16 count + (u8 length + id)...
-    | target: u8 length + id | the rest: payload (or a key)
+    | target: u8 length + id | to node: u8 length + id
+    | the rest: payload (or a key)
 
 Integers are big-endian.
 
@@ -21,7 +22,7 @@ from dataclasses import dataclass
 
 __all__ = ["Envelope", "Kind", "decode", "encode"]
 
-VERSION = 1
+VERSION = 2
 _HEAD = struct.Struct(">BB16sQ")
 _U16 = struct.Struct(">H")
 
@@ -42,9 +43,15 @@ class Envelope:
     @ivar room: the room (BROADCAST), or L{None}: everyone.
     @ivar exclude: client ids not to deliver to.
     @ivar target: the client (DIRECT), else C{""}.
+    @ivar to_node: the node that holds it (DIRECT), else C{""}: every node
+        reads every envelope, in one stream, so that one publisher's
+        messages keep their order whoever they are for.
     @ivar payload: the message's payload, or with C{stored} the key it is
         stored under.
     @ivar stored: whether C{payload} is a key (a large payload).
+    @ivar replayed: published again after the broker restarted empty (a
+        node that never heard its publisher skips it: it is from before
+        that node joined).
     """
 
     kind: Kind
@@ -54,10 +61,14 @@ class Envelope:
     room: str | None = None
     exclude: frozenset[str] = frozenset()
     target: str = ""
+    to_node: str = ""
     stored: bool = False
+    replayed: bool = False
 
 
 _STORED = 0x80
+_REPLAYED = 0x40
+_FLAGS = _STORED | _REPLAYED
 
 
 def encode(env: Envelope) -> bytes:
@@ -65,7 +76,9 @@ def encode(env: Envelope) -> bytes:
     parts = [
         _HEAD.pack(
             VERSION,
-            env.kind | (_STORED if env.stored else 0),
+            env.kind
+            | (_STORED if env.stored else 0)
+            | (_REPLAYED if env.replayed else 0),
             bytes.fromhex(env.node),
             env.seq,
         ),
@@ -80,6 +93,9 @@ def encode(env: Envelope) -> bytes:
     target = env.target.encode("ascii")
     parts.append(bytes((len(target),)))
     parts.append(target)
+    to_node = env.to_node.encode("ascii")
+    parts.append(bytes((len(to_node),)))
+    parts.append(to_node)
     parts.append(env.payload)
     return b"".join(parts)
 
@@ -107,17 +123,22 @@ def decode(data: bytes) -> Envelope:
         n = data[offset]
         target = data[offset + 1 : offset + 1 + n].decode("ascii")
         offset += 1 + n
+        n = data[offset]
+        to_node = data[offset + 1 : offset + 1 + n].decode("ascii")
+        offset += 1 + n
         if offset > len(data):
             raise ValueError("truncated envelope")
         return Envelope(
-            kind=Kind(kind & ~_STORED),
+            kind=Kind(kind & ~_FLAGS),
             node=node.hex(),
             seq=seq,
             payload=data[offset:],
             room=room,
             exclude=frozenset(exclude),
             target=target,
+            to_node=to_node,
             stored=bool(kind & _STORED),
+            replayed=bool(kind & _REPLAYED),
         )
-    except (struct.error, IndexError, UnicodeDecodeError) as e:
+    except (struct.error, IndexError, UnicodeDecodeError, ValueError) as e:
         raise ValueError(f"malformed envelope: {e}") from None

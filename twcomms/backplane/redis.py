@@ -1,10 +1,24 @@
 """
 L{RedisBackplane}: hubs on several machines act as one through Redis.
 
+Messages travel on a Redis Stream, not pub/sub: a node appends (XADD) to
+C{twcomms:<hub>:all} what it broadcasts and what it sends to a client of
+another node (one stream, so one publisher's messages keep their order
+whoever they are for), and every node reads it from its own offset
+(XREAD BLOCK), so a node cut off for a while -- a network blip, or Redis
+closing its connection at an output-buffer limit, which for a pub/sub
+subscriber silently loses everything pushed meanwhile -- reads on from
+where it was, and loses only what the stream trimmed (C{history_length}
+entries are kept), counted as a gap. Nothing is pushed at a node faster
+than it reads. An epoch key tells a Redis that restarted empty: then the
+readers start the new streams from their beginning, every node registers
+its presence and clients again, and republishes what Redis had confirmed
+lately (L{twcomms.backplane.outbox}); receivers drop repeats by sequence
+number. See C{docs/scaling.md} for what is guaranteed.
+
 Two connections per node, each kept up by Twisted's C{ClientService}
-(back-off with jitter): one publishes and runs commands, one subscribes
-to C{twcomms:<hub>:all} and C{twcomms:<hub>:to:<node>} (again after every
-reconnection). Presence: C{twcomms:<hub>:node:<node>} holds the node's
+(back-off with jitter): one publishes and runs commands, one reads.
+Presence: C{twcomms:<hub>:node:<node>} holds the node's
 client count and expires C{presence_ttl} seconds after its last refresh
 (every third of that), so a node killed with SIGKILL stops owning its
 clients within C{presence_ttl} seconds; C{twcomms:<hub>:owner} maps a
@@ -15,23 +29,33 @@ Thread: the reactor thread only.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from twisted.application.internet import ClientService
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred, gatherResults, succeed
 from twisted.internet.protocol import Factory
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
+from twcomms.backplane import presence
 from twcomms.backplane.base import LARGE_ABOVE, Backplane
+from twcomms.backplane.reader import StreamReader
 from twcomms.backplane.resp import RedisError, RedisProtocol
 from twcomms.backplane.url import RedisURL, parse_url
 from twcomms.connection.timers import cancel_call, default_reactor
+from twcomms.options import ClusterOptions
 from twcomms.server import ClientHandle
 
 __all__ = ["RedisBackplane"]
 
 _log = Logger()
+
+_DEFAULTS = ClusterOptions()
+
+#: Large payloads are stored in pieces of this size: Redis refuses a value
+#: over proto-max-bulk-len (512 MB by default).
+_CHUNK = 64 * 1024 * 1024
 
 
 class RedisBackplane(Backplane):
@@ -53,6 +77,10 @@ class RedisBackplane(Backplane):
         large_above: int = LARGE_ABOVE,
         connect_timeout: float = 5.0,
         required: bool = False,
+        outage_max_count: int = _DEFAULTS.outage_max_count,
+        outage_max_bytes: int = _DEFAULTS.outage_max_bytes,
+        history_length: int = _DEFAULTS.history_length,
+        read_count: int = 1000,
     ) -> None:
         """
         @param connect_timeout: seconds L{start} waits for Redis.
@@ -60,17 +88,33 @@ class RedisBackplane(Backplane):
             (the server does not start); by default the node starts anyway,
             serves its own clients, and joins the others once Redis answers
             (it keeps trying, with back-off).
+        @param outage_max_count: see L{ClusterOptions}, as the two below.
+        @param read_count: stream entries read at once, at most.
         """
-        super().__init__(hub, large_above=large_above)
+        self._prefix = f"twcomms:{hub}:"
+        super().__init__(
+            hub,
+            large_above=large_above,
+            outage_max_count=outage_max_count,
+            outage_max_bytes=outage_max_bytes,
+        )
         self.url = url if isinstance(url, RedisURL) else parse_url(url)
+        self.history_length = history_length
         self.presence_ttl = presence_ttl
         self.blob_ttl = blob_ttl
         self._reactor = reactor
-        self._prefix = f"twcomms:{hub}:"
+        # The stream every node reads, and this node's reading of it; the
+        # epoch the publishing connection last saw.
+        self._streams = (self._key("all").encode(),)
+        self.reader = StreamReader(
+            self._streams, self.received, self.counters, _Clock(self), read_count
+        )
+        self._writeEpoch: bytes | None = None
+        self._outagesAtLoss = -1
+        self._confirm = self._xadded
         self._commands: RedisProtocol | None = None
         self._services: list[ClientService] = []
         self._refresh: LoopingCall | None = None
-        self._subscriber: RedisProtocol | None = None
         self._refreshes = 0
         self._starting: Deferred[None] | None = None
         self._stopping: Deferred[None] | None = None
@@ -90,15 +134,15 @@ class RedisBackplane(Backplane):
 
     def start(self) -> Deferred[None]:
         """
-        Connect (commands and subscriber) and register this node; fires once
-        both connections are up and subscribed.
+        Connect (commands and reader) and register this node; fires once
+        both connections are up and the reader knows where to start.
         """
-        commands = self._service(self._commandsUp)
-        subscriber = self._service(self._subscriberUp, subscribe=True)
+        commands = self._service(self._commandsUp, self._commandsLost)
+        reader = self._service(self._readerUp, self._readerLost)
         self._refresh = LoopingCall(self._refreshed)
         self._refresh.clock = self.reactor
         ready: Deferred[Any] = commands.whenConnected().addCallback(
-            lambda _: subscriber.whenConnected()
+            lambda _: reader.whenConnected()
         )
 
         def up(_: object) -> None:
@@ -144,25 +188,53 @@ class RedisBackplane(Backplane):
 
     def sync(self) -> Deferred[None]:
         """
-        Fires once everything this node published before the call has come
-        back through its own subscription -- so every node subscribed then
-        has had it too -- and, while the node stops, once it has stopped.
-        (A PING on each connection: Redis answers commands in order, and
-        pushes a PUBLISH to subscribers before answering the next
-        command.) For tests and orderly hand-overs.
+        Fires once Redis has confirmed everything this node published
+        before the call, and this node has read every entry its streams
+        held then -- its own included, so every node reading has been
+        offered them too -- and, while the node stops, once it has
+        stopped. At once if Redis is away. For tests and orderly
+        hand-overs.
         """
         if self._stopping is not None:
             return _after(self._stopping)
         starting = self._starting
         if starting is not None and not starting.called:
             return _after(starting).addCallback(lambda _: self.sync())
-        commands, subscriber = self._commands, self._subscriber
-        if commands is None or not commands.connected:
+        commands = self._commands
+        if commands is None or not commands.connected or not self._linked:
             return succeed(None)
-        pinged = commands.execute("PING")
-        if subscriber is not None and subscriber.connected:
-            pinged.addCallback(lambda _: subscriber.execute("PING"))
-        return pinged.addCallback(lambda _: None)
+        # Redis answers in order: once the PING is answered, every XADD
+        # sent before it is in the stream.
+        ends = [commands.execute("PING")] + [
+            commands.execute("XREVRANGE", key, "+", "-", "COUNT", 1)
+            for key in self._streams
+        ]
+
+        def wait(replies: list[Any]) -> Deferred[None]:
+            return self.reader.reached(
+                {
+                    key: last[0][0]
+                    for key, last in zip(self._streams, replies[1:], strict=True)
+                    if last
+                }
+            )
+
+        return gatherResults(ends, consumeErrors=True).addCallback(wait)
+
+    def pause_reading(self) -> Deferred[None]:
+        """
+        Read nothing more from the other nodes until L{resume_reading}
+        (what they publish waits in Redis, within C{history_length}); fires
+        once no read is in flight.
+        """
+        idle = self.reader.pause()
+        blocked, commands = self.reader.blocked, self._commands
+        if blocked is not None and commands is not None and commands.connected:
+            commands.execute("CLIENT", "UNBLOCK", blocked).addErrback(lambda f: None)
+        return idle
+
+    def resume_reading(self) -> None:
+        self.reader.resume()
 
     def stop(self) -> Deferred[None]:
         self._stopping = self._stop()
@@ -181,22 +253,19 @@ class RedisBackplane(Backplane):
             commands.execute("SREM", self._key("nodes"), self.node)
 
         def disconnect(_: object) -> Deferred[Any]:
-            from twisted.internet.defer import gatherResults
-
             services, self._services = self._services, []
             return gatherResults([s.stopService() for s in services])
 
-        return done.addBoth(disconnect).addCallback(lambda _: None)
+        return done.addBoth(disconnect).addCallback(lambda _: self.reader.release())
 
-    def _service(self, up: Any, subscribe: bool = False) -> ClientService:
+    def _service(self, up: Any, lost: Any) -> ClientService:
         endpoint = self.url.endpoint(self.reactor)
-
-        def build(addr: object) -> RedisProtocol:
-            proto = RedisProtocol(self._message if subscribe else None)
-            return proto
-
         factory = Factory.forProtocol(RedisProtocol)
-        factory.buildProtocol = build  # type: ignore[method-assign]
+        # (Set here: prepareConnection is handed ClientService's proxy of
+        # the protocol, which takes no attributes for it.)
+        factory.buildProtocol = (  # type: ignore[method-assign]
+            lambda addr: RedisProtocol(on_lost=lost)
+        )
         service = ClientService(
             endpoint, factory, clock=self.reactor, prepareConnection=up
         )
@@ -221,20 +290,47 @@ class RedisBackplane(Backplane):
             done = proto.execute("SELECT", url.db)
         return done
 
+    def _epoch(self, proto: RedisProtocol) -> Deferred[bytes]:
+        """
+        The epoch of the Redis C{proto} is connected to: a random value
+        the first node to connect sets, gone when Redis restarts empty.
+        """
+        key = self._key("epoch")
+        proto.execute("SET", key, os.urandom(8).hex(), "NX")
+        return proto.execute("GET", key)
+
     def _commandsUp(self, proto: RedisProtocol) -> Deferred[Any]:
+        # ClientService hands the connection out once this fires; until
+        # then the node keeps what it publishes (not linked).
         self._commands = proto
-        return self._login(proto)
 
-    def _subscriberUp(self, proto: RedisProtocol) -> Deferred[Any]:
-        # ClientService hands the connection out once this fires: once
-        # Redis has confirmed the subscriptions, nothing published is missed.
-        channels = (self._key("all"), self._key("to:" + self.node))
-        self._subscriber = proto
-        login = self._login(proto)
-        return login.addCallback(lambda _: proto.subscribe(*channels))
+        def linked(epoch: bytes) -> None:
+            empty = self._writeEpoch is not None and epoch != self._writeEpoch
+            self._writeEpoch = epoch
+            self._register()
+            self.link_up(restarted_empty=empty)
 
-    def _message(self, channel: bytes, data: bytes) -> None:
-        self.received(data)
+        return (
+            self._login(proto)
+            .addCallback(lambda _: self._epoch(proto))
+            .addCallback(linked)
+        )
+
+    def _commandsLost(self, reason: Any) -> None:
+        if self._stopping is None:
+            self.link_lost(reason.getErrorMessage())
+
+    def _readerUp(self, proto: RedisProtocol) -> Deferred[Any]:
+        # ClientService hands the connection out once this fires: once the
+        # offsets are placed, nothing appended after it is missed.
+        # Only the reader's connection was lost, Redis up all along: Redis
+        # cut it off.
+        cut = self._linked and self.counters["outages"] == self._outagesAtLoss
+        d = self._login(proto).addCallback(lambda _: self._epoch(proto))
+        return d.addCallback(lambda epoch: self.reader.connected(proto, epoch, cut))
+
+    def _readerLost(self, reason: Any) -> None:
+        self._outagesAtLoss = self.counters["outages"]
 
     def _key(self, name: str) -> str:
         return self._prefix + name
@@ -254,6 +350,19 @@ class RedisBackplane(Backplane):
         self._run("SET", self._key("node:" + self.node), len(self), "PX", ttl_ms)
         self._run("SADD", self._key("nodes"), self.node)
 
+    def _register(self) -> None:
+        """
+        This node's presence and the owner of each of its clients, again:
+        after Redis restarted empty, else L{send_to} from another node
+        would call live clients gone.
+        """
+        self._announce()
+        ids = [c.id for c in self]
+        for i in range(0, len(ids), 1000):
+            chunk = ids[i : i + 1000]
+            pairs = [x for client_id in chunk for x in (client_id, self.node)]
+            self._run("HSET", self._key("owner"), *pairs)
+
     def _refreshed(self) -> None:
         # Every presence_ttl / 3 seconds; once a presence_ttl, a sweep.
         self._announce()
@@ -271,40 +380,9 @@ class RedisBackplane(Backplane):
         commands = self._commands
         if commands is None or not commands.connected:
             return succeed(None)
-
-        def dead_nodes(nodes: list[bytes]) -> Deferred[Any] | None:
-            names = [n.decode("ascii") for n in nodes]
-            if not names:
-                return None
-            keys = [self._key("node:" + n) for n in names]
-            d = commands.execute("MGET", *keys)
-            return d.addCallback(
-                lambda values: {
-                    n for n, v in zip(names, values, strict=True) if v is None
-                }
-            ).addCallback(forget)
-
-        def forget(dead: set[str]) -> Deferred[Any] | None:
-            if not dead:
-                return None
-            commands.execute("SREM", self._key("nodes"), *sorted(dead))
-            owners = commands.execute("HGETALL", self._key("owner"))
-
-            def drop(flat: list[bytes]) -> Deferred[Any] | None:
-                gone = [
-                    flat[i]
-                    for i in range(0, len(flat), 2)
-                    if flat[i + 1].decode("ascii", "replace") in dead
-                ]
-                if not gone:
-                    return None
-                return commands.execute("HDEL", self._key("owner"), *gone)
-
-            return owners.addCallback(drop)
-
-        d = commands.execute("SMEMBERS", self._key("nodes")).addCallback(dead_nodes)
+        d = presence.sweep(commands, self._prefix)
         d.addErrback(lambda f: _log.warn("backplane sweep: {e}", e=f.value))
-        return d.addCallback(lambda _: None)
+        return d
 
     def add(self, client: ClientHandle) -> None:
         super().add(client)
@@ -320,18 +398,7 @@ class RedisBackplane(Backplane):
         commands = self._commands
         if commands is None or not commands.connected:
             return succeed(None)
-
-        def alive(node: bytes | None) -> Deferred[str | None] | None:
-            if node is None:
-                return None
-            name = node.decode("ascii")
-            return commands.execute("EXISTS", self._key("node:" + name)).addCallback(
-                lambda exists: name if exists else None
-            )
-
-        return commands.execute("HGET", self._key("owner"), client_id).addCallback(
-            alive
-        )
+        return presence.owner(commands, self._prefix, client_id)
 
     def cluster(self) -> Deferred[dict[str, int]]:
         """
@@ -340,35 +407,76 @@ class RedisBackplane(Backplane):
         commands = self._commands
         if commands is None or not commands.connected:
             return succeed({self.node: len(self)})
-
-        def counts(nodes: list[bytes]) -> Deferred[dict[str, int]] | dict[str, int]:
-            names = sorted(n.decode("ascii") for n in nodes)
-            if not names:
-                return {}
-            keys = [self._key("node:" + n) for n in names]
-            return commands.execute("MGET", *keys).addCallback(
-                lambda values: {
-                    n: int(v)
-                    for n, v in zip(names, values, strict=True)
-                    if v is not None
-                }
-            )
-
-        return commands.execute("SMEMBERS", self._key("nodes")).addCallback(counts)
+        return presence.cluster(commands, self._prefix)
 
     # -- Backplane ------------------------------------------------------------
 
-    def publish(self, channel: str, data: bytes) -> None:
+    def publish(self, channel: str, data: bytes) -> bool:
         commands = self._commands
-        if commands is None or not commands.send("PUBLISH", self._key(channel), data):
-            _log.warn("backplane: Redis is not connected; a message was not relayed")
+        if commands is None:
+            return False
+        return commands.send(
+            "XADD",
+            self._key(channel),
+            "MAXLEN",
+            "~",
+            self.history_length,
+            "*",
+            "d",
+            data,
+            then=self._confirm,
+        )
 
-    def store(self, key: str, data: bytes) -> None:
-        self._run("SET", self._key(key), data, "PX", int(self.blob_ttl * 1000))
+    def _xadded(self, reply: Any) -> None:
+        self.confirmed(reply if isinstance(reply, RedisError) else None)
 
-    def fetch(self, key: str) -> Deferred[bytes | None]:
-        d = self._run("GET", self._key(key))
-        return d if d is not None else succeed(None)
+    def store(self, name: str, data: bytes) -> bytes:
+        # In pieces of _CHUNK bytes (memoryviews: not copied here).
+        ms = int(self.blob_ttl * 1000)
+        if len(data) <= _CHUNK:
+            self._run("SET", self._key(name), data, "PX", ms)
+            return name.encode("ascii")
+        view = memoryview(data)
+        pieces = range(0, len(data), _CHUNK)
+        for i, start in enumerate(pieces):
+            piece = view[start : start + _CHUNK]
+            self._run("SET", self._key(f"{name}:{i}"), piece, "PX", ms)
+        return f"{name}#{len(pieces)}".encode("ascii")
+
+    def fetch(self, reference: bytes) -> Deferred[bytes | None]:
+        name, _, count = reference.decode("ascii", "replace").partition("#")
+        if not count:
+            d = self._run("GET", self._key(name))
+            return d if d is not None else succeed(None)
+        gets = []
+        for i in range(int(count) if count.isdigit() else 0):
+            d = self._run("GET", self._key(f"{name}:{i}"))
+            if d is None:
+                return succeed(None)
+            gets.append(d)
+
+        def joined(pieces: list[bytes | None]) -> bytes | None:
+            if not pieces or any(p is None for p in pieces):
+                return None
+            return b"".join(pieces)  # type: ignore[arg-type]
+
+        return gatherResults(gets, consumeErrors=True).addCallback(joined)
+
+
+class _Clock:
+    """
+    The backplane's reactor, looked up when first used (a backplane may be
+    made before the reactor is chosen).
+    """
+
+    def __init__(self, backplane: RedisBackplane) -> None:
+        self._backplane = backplane
+
+    def seconds(self) -> float:
+        return float(self._backplane.reactor.seconds())
+
+    def callLater(self, delay: float, f: Any, *args: Any) -> Any:
+        return self._backplane.reactor.callLater(delay, f, *args)
 
 
 def _after(d: Deferred[Any]) -> Deferred[None]:

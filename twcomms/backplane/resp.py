@@ -68,8 +68,9 @@ class RedisProtocol(Protocol):
         import hiredis  # the twcomms[redis] extra
 
         self._reader = hiredis.Reader(replyError=RedisError)
-        # A Deferred per command in flight (None: nobody waits for it).
-        self._waiting: collections.deque[Deferred[Any] | None] = collections.deque()
+        # Per command in flight: its Deferred, a plain callable (send()'s
+        # then), or None (nobody waits for it).
+        self._waiting: collections.deque[Any] = collections.deque()
         self.on_message = on_message
         self.on_lost = on_lost
         self.connected = False
@@ -95,15 +96,17 @@ class RedisProtocol(Protocol):
         self._write(encode_command(args))
         return d
 
-    def send(self, *args: Any) -> bool:
+    def send(self, *args: Any, then: Callable[[Any], object] | None = None) -> bool:
         """
-        Send one command whose reply nobody waits for (a PUBLISH per
-        message: no Deferred is made for it); an error reply is logged.
-        C{False} if not connected (nothing sent).
+        Send one command without a L{Deferred} for its reply (an XADD per
+        message: measured, a Deferred each was 9% of a publishing node's
+        time): C{then}, if given, is called with the reply (or the
+        L{RedisError}) -- else an error reply is logged. C{False} if not
+        connected (nothing sent).
         """
         if not self.connected or self._subscribed:
             return False
-        self._waiting.append(None)
+        self._waiting.append(then)
         self._write(encode_command(args))
         return True
 
@@ -162,6 +165,8 @@ class RedisProtocol(Protocol):
             if d is None:
                 if isinstance(reply, RedisError):
                     _log.warn("Redis: {error}", error=reply)
+            elif type(d) is not Deferred:
+                d(reply)
             elif isinstance(reply, RedisError):
                 d.errback(reply)
             else:
@@ -174,7 +179,7 @@ class RedisProtocol(Protocol):
             f"the connection to Redis was lost: {reason.getErrorMessage()}"
         )
         for d in waiting:
-            if d is not None:
+            if type(d) is Deferred:
                 d.errback(error)
         if self.on_lost is not None:
             self.on_lost(reason)

@@ -235,6 +235,21 @@ class Hub:
         drained.addBoth(lambda _: proto.resumeReading(PauseReason.PACING))
 
 
+_BACKPLANE_FIGURES = (
+    "published",
+    "kept",
+    "received",
+    "overflowed",
+    "missed",
+    "gaps",
+    "expired",
+    "refused",
+    "duplicates",
+    "recovered",
+    "outages",
+)
+
+
 class _Stats:
     """
     Logs clients, messages/s and bytes/s once per interval.
@@ -262,6 +277,15 @@ class _Stats:
         )
         cluster = getattr(self.factory.clients, "cluster", None)
         if cluster is not None:
+            s = self.factory.clients.stats()
+            _log.info(
+                "stats: backplane: {published} published ({kept} waiting for "
+                "Redis), {received} received; lost: {overflowed} overflowed, "
+                "{missed} missed in {gaps} gaps, {expired} expired, {refused} "
+                "refused; {duplicates} duplicates dropped, {recovered} recovered, "
+                "{outages} outages",
+                **{k: s.get(k, 0) for k in _BACKPLANE_FIGURES},
+            )
             cluster().addCallbacks(
                 lambda nodes: _log.info(
                     "stats: cluster of {nodes} nodes, {total} clients ({each})",

@@ -14,10 +14,12 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from twcomms.options.spec import (
+    check_int,
     check_timeout,
     option,
     read_flag,
     read_seconds,
+    read_whole,
     set_field,
 )
 
@@ -72,6 +74,32 @@ class ClusterOptions:
         read_flag,
         metavar="YES|NO",
     )
+    outage_max_count: int = option(
+        100_000,
+        "While the backplane's Redis is away (or slow to confirm), keep up to "
+        "this many messages for the other nodes, and send them, in order, once "
+        "it is back; past it (or outage_max_bytes), what is published reaches "
+        "this node's clients only and is counted as overflowed.",
+        read_whole,
+        metavar="COUNT",
+    )
+    outage_max_bytes: int = option(
+        256 * 1024 * 1024,
+        "The same bound in bytes of payload (one message is always kept, "
+        "whatever its size). The messages Redis confirmed last "
+        "are kept within the same bounds, to send again if Redis restarts empty.",
+        read_whole,
+        metavar="BYTES",
+    )
+    history_length: int = option(
+        100_000,
+        "Messages each of the hub's Redis streams keeps (about: trimmed with "
+        "MAXLEN ~), so a node cut off from Redis for a while reads what it "
+        "missed when it is back. Redis memory: about this many times the mean "
+        "message size (messages over 1 MiB are stored apart, for 60 s).",
+        read_whole,
+        metavar="COUNT",
+    )
     redis_password_env: str | None = option(
         None,
         "Read the backplane's Redis password from this environment variable "
@@ -96,6 +124,9 @@ class ClusterOptions:
             )
         if not isinstance(self.require_backplane, bool):
             raise TypeError("require_backplane must be True or False")
+        check_int("outage_max_count", self.outage_max_count, 0)
+        check_int("outage_max_bytes", self.outage_max_bytes, 0)
+        check_int("history_length", self.history_length, 1)
         ttl = check_timeout("presence_ttl", self.presence_ttl)
         if ttl is None:
             raise ValueError("presence_ttl must be a positive number of seconds")
