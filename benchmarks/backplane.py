@@ -401,7 +401,7 @@ def machine_cpu() -> tuple[float, float, float]:
     return busy / hz, steal / hz, time.monotonic()
 
 
-def _machine_cores(
+def machine_cores(
     before: tuple[float, float, float], after: tuple[float, float, float]
 ) -> dict[str, float]:
     elapsed = max(after[2] - before[2], 1e-9)
@@ -422,7 +422,8 @@ class Cell:
     @ivar key: its name (C{"broadcast/cross"}).
     @ivar group: C{"broadcast"} or C{"rtt"}.
     @ivar layout: C{"local"} (one node, no backplane), C{"same"} (one node
-        on Redis) or C{"cross"} (two nodes on Redis).
+        on Redis), C{"cross"} (two nodes on Redis) or C{"four"} (four:
+        the clients on three, a cost figure on 2 cores).
     @ivar profiled: its nodes run under cProfile (not compared).
     """
 
@@ -442,6 +443,12 @@ CELLS = (
     Cell("broadcast/same", "broadcast", "same", "same node: 1 node on Redis"),
     Cell(
         "broadcast/cross", "broadcast", "cross", "cross node: sent on A, clients on B"
+    ),
+    Cell(
+        "broadcast/four",
+        "broadcast",
+        "four",
+        "4 nodes: sent on A, clients on B, C, D (cost)",
     ),
     Cell(
         "broadcast/profiled",
@@ -483,7 +490,7 @@ def round_order(cells: list[Cell], round_index: int) -> list[Cell]:
     return order
 
 
-class _Procs:
+class Procs:
     """
     The processes of one cell run, and the last event of each kind each
     has sent. Every wait is bounded by the cell's deadline; an error event,
@@ -553,11 +560,11 @@ class _Procs:
 
 
 def _nodes(cell: Cell) -> list[str]:
-    return ["A", "B"] if cell.layout == "cross" else ["A"]
+    return {"cross": ["A", "B"], "four": ["A", "B", "C", "D"]}.get(cell.layout, ["A"])
 
 
 def _start_nodes(
-    procs: _Procs, cell: Cell, sizes: Sizes, redis_url: str, sender_messages: int
+    procs: Procs, cell: Cell, sizes: Sizes, redis_url: str, sender_messages: int
 ) -> None:
     url = None if cell.layout == "local" else redis_url
     hub = "bench-" + os.urandom(4).hex()
@@ -572,7 +579,7 @@ def _start_nodes(
 
 
 def _marks(
-    procs: _Procs, nodes: list[str], profile_prefix: Path | None
+    procs: Procs, nodes: list[str], profile_prefix: Path | None
 ) -> dict[str, Any]:
     cmds = {}
     for n in nodes:
@@ -582,14 +589,17 @@ def _marks(
 
 
 def _broadcast_cell(
-    procs: _Procs, cell: Cell, sizes: Sizes, redis: Any, profile: Path | None
+    procs: Procs, cell: Cell, sizes: Sizes, redis: Any, profile: Path | None
 ) -> dict[str, Any]:
     k = sizes.messages
     nodes = _nodes(cell)
-    target = nodes[-1]  # where the clients are: A, or B when crossing
+    # Where the clients are: A, or every other node when crossing.
+    targets = nodes[1:] if len(nodes) > 1 else nodes
     _start_nodes(procs, cell, sizes, redis.url, k)
     split = client_split(
-        sizes.clients, math.ceil(sizes.clients / sizes.client_procs), sizes.client_procs
+        sizes.clients,
+        math.ceil(sizes.clients / sizes.client_procs),
+        max(sizes.client_procs, len(targets)),
     )
     receivers = [f"clients{i}" for i in range(len(split))]
     for name, count in zip(receivers, split, strict=True):
@@ -597,10 +607,10 @@ def _broadcast_cell(
             name, "receivers", {"clients": count, "messages": k, "bound": sizes.bound}
         )
     ready = dict(zip(nodes, procs.wait(*[(n, "ready") for n in nodes]), strict=True))
-    for name in receivers:
-        procs.send(name, {"ports": [ready[target]["port"]]})
+    for i, name in enumerate(receivers):
+        procs.send(name, {"ports": [ready[targets[i % len(targets)]]["port"]]})
     connected = procs.wait(*[(r, "connected") for r in receivers])
-    procs.wait_until(lambda: procs.clients(target) == sizes.clients)
+    procs.wait_until(lambda: sum(procs.clients(t) for t in targets) == sizes.clients)
     _marks(procs, nodes, profile)
     redis0 = redis_cpu(redis.port)
     machine0 = machine_cpu()
@@ -625,19 +635,19 @@ def _broadcast_cell(
         "cpu_s": cpu,
         "node_stats": {n: reports[n]["stats"] for n in nodes},
     }
-    out.update(_cpu_figures(cpu, nodes, receivers, window, deliveries))
+    out.update(cpu_figures(cpu, nodes, receivers, window, deliveries))
     cores = out["cores"]
-    cores.update(_machine_cores(machine0, machine1))
+    cores.update(machine_cores(machine0, machine1))
     cores["others"] = max(cores["machine"] - cores["all"], 0.0)
-    if cell.layout == "cross":
-        got = reports["B"]["stats"].get("received")
+    for n in nodes[1:]:
+        got = reports[n]["stats"].get("received")
         if got != k:
-            raise CellError(f"node B received {got} envelopes of {k}")
+            raise CellError(f"node {n} received {got} envelopes of {k}")
     return out
 
 
 def _rtt_cell(
-    procs: _Procs, cell: Cell, sizes: Sizes, redis: Any, profile: Path | None
+    procs: Procs, cell: Cell, sizes: Sizes, redis: Any, profile: Path | None
 ) -> dict[str, Any]:
     nodes = _nodes(cell)
     _start_nodes(procs, cell, sizes, redis.url, 0)
@@ -668,7 +678,7 @@ def _rtt_cell(
         **figures,
         "window_s": window,
         "cpu_s": cpu,
-        "cores": _machine_cores(machine0, machine1),
+        "cores": machine_cores(machine0, machine1),
     }
     nodes_cpu = sum(cpu[n] for n in nodes)
     out["cpu_us_per_trip"] = {
@@ -679,7 +689,7 @@ def _rtt_cell(
     return out
 
 
-def _cpu_figures(
+def cpu_figures(
     cpu: dict[str, float],
     nodes: list[str],
     clients: list[str],
@@ -712,7 +722,7 @@ def run_cell_once(
     when it ends.
     """
     started = time.monotonic()
-    procs = _Procs(sizes.bound)
+    procs = Procs(sizes.bound)
     run = _broadcast_cell if cell.group == "broadcast" else _rtt_cell
     try:
         out = run(procs, cell, sizes, redis, profile_prefix)
@@ -1012,7 +1022,12 @@ def _table(run: dict[str, Any], group: str, *header: str) -> list[str]:
     return lines
 
 
-_SHORT = {"local": "no backplane", "same": "same node", "cross": "cross node"}
+_SHORT = {
+    "local": "no backplane",
+    "same": "same node",
+    "cross": "cross node",
+    "four": "4 nodes",
+}
 
 
 def _per_envelope(run: dict[str, Any], key: str) -> float | None:

@@ -14,9 +14,11 @@ bound it asserts), the time, and whether every check held.
 The cross-node scenarios (L{harness.stress.registry.NEEDS_REDIS}: hub
 processes on a backplane) need a real C{redis-server}: this runner starts
 one (L{harness.redis.RedisServer}) before the first of them and stops it
-at the end, each scenario using a hub name of its own on it. Without a
-binary they are skipped, with the reason in the table -- except under CI
-(C{$CI} set), where that is a failure (L{harness.redis.missing_server_fails}).
+at the end, each scenario using a hub name of its own on it; those of
+L{harness.stress.registry.OWN_REDIS} (a Redis outage) start and kill a
+server of their own. Without a binary they are skipped, with the reason
+in the table -- except under CI (C{$CI} set), where that is a failure
+(L{harness.redis.missing_server_fails}).
 
 Run from the repository root::
 
@@ -24,6 +26,7 @@ Run from the repository root::
     python -m benchmarks.stress --scale full    # the full sizes
     python -m benchmarks.stress --only load,churn --json out.json
     python -m benchmarks.stress --only cross_node_load,node_kill
+    python -m benchmarks.stress --only redis_outage
 
 Exit status: 0 if every scenario held (or was skipped for want of a
 redis-server, outside CI), 1 otherwise.
@@ -41,7 +44,7 @@ from typing import Any
 
 from harness.procs import run_bounded
 from harness.redis import MISSING, RedisServer, find_redis_server, missing_server_fails
-from harness.stress.registry import NEEDS_REDIS, SCENARIOS
+from harness.stress.registry import NEEDS_REDIS, OWN_REDIS, SCENARIOS
 from harness.stress.result import Result
 from harness.stress.scale import SCALES
 
@@ -153,6 +156,21 @@ class Redis:
         #: server that is not there is a failure.
         self.missing = False
 
+    def binary(self) -> tuple[str | None, str]:
+        """
+        The C{redis-server} binary (for a scenario that starts its own), or
+        L{None} and why there is none (sets L{missing} when there is no
+        binary).
+        """
+        try:
+            executable = find_redis_server()
+        except OSError as e:
+            return None, f"redis-server: {str(e).splitlines()[0]}"
+        if executable is None:
+            self.missing = True
+            return None, MISSING
+        return executable, ""
+
     def url(self) -> tuple[str | None, str]:
         """
         Its URL, or L{None} and why there is none (no binary, a wrong
@@ -222,6 +240,13 @@ def main(argv: list[str] | None = None) -> int:
                     skipped = redis.missing and not missing_server_fails()
                 else:
                     result, why = run_one(name, args.scale, timeout, url)
+            elif name in OWN_REDIS:
+                executable, why = redis.binary()
+                if executable is None:
+                    result = None
+                    skipped = redis.missing and not missing_server_fails()
+                else:
+                    result, why = run_one(name, args.scale, timeout)
             else:
                 result, why = run_one(name, args.scale, timeout)
             seconds = time.monotonic() - t0

@@ -77,14 +77,17 @@ class HubProcess(DriverProcess):
             line = raw.decode("utf-8", "replace")
             self.lines.append(line)
             if self._line_waiters:
+                # Taken out first: a callback may wait again (a waiter it
+                # adds is kept, and looks from the next line on).
+                waiters, self._line_waiters = self._line_waiters, []
                 keep = []
-                for regex, d in self._line_waiters:
+                for regex, d in waiters:
                     m = regex.search(line)
                     if m and not d.called:
                         d.callback(m)
                     elif not d.called:
                         keep.append((regex, d))
-                self._line_waiters = keep
+                self._line_waiters = keep + self._line_waiters
 
     def _process_ended(self, reason: Any) -> None:
         waiters, self._line_waiters = self._line_waiters, []

@@ -6,7 +6,8 @@ ci|full] [--redis URL]} prints C{RESULT <json>} as its last line.
 The cross-node scenarios (L{NEEDS_REDIS}) run hub processes on a real
 Redis: the one at C{--redis URL} (C{python -m benchmarks.stress} starts
 one for its whole run), else a C{redis-server} this process starts and
-stops (L{harness.redis.RedisServer}).
+stops (L{harness.redis.RedisServer}). Those of L{OWN_REDIS} start and
+kill a C{redis-server} of their own.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from harness.stress.hostile_framing import fuzz_memory, garbage_sockets
 from harness.stress.load import load
 from harness.stress.node_kill import node_kill
 from harness.stress.reactor import global_reactor
+from harness.stress.redis_outage import redis_outage
 from harness.stress.restart import restart, restart_threaded
 from harness.stress.result import Result
 from harness.stress.scale import SCALES, Scale, current_scale
@@ -50,11 +52,16 @@ SCENARIOS: dict[str, tuple[Callable[..., Any], bool]] = {
     "shutdown_threaded": (shutdown_threaded, False),
     "cross_node_load": (cross_node_load, True),
     "node_kill": (node_kill, True),
+    "redis_outage": (redis_outage, True),
 }
 
 #: The scenarios that take a Redis URL after the scale (hub processes on a
 #: backplane).
 NEEDS_REDIS = frozenset({"cross_node_load", "node_kill"})
+
+#: The scenarios that start (and kill) a C{redis-server} of their own: they
+#: need the binary, not a running server.
+OWN_REDIS = frozenset({"redis_outage"})
 
 
 def run_scenario(name: str, scale: Scale, redis_url: str | None = None) -> Result:

@@ -51,6 +51,13 @@ class Scale:
     #: messages each, before and again after the kill.
     node_kill_clients: int
     node_kill_messages: int
+    #: Redis outage: raw clients (half on each of two hub processes),
+    #: numbered messages each (a third, or half, sent while Redis is
+    #: down), twice; the outage bound (--outage-max-count) of the second
+    #: run, far below what each hub's clients send during the outage.
+    redis_outage_clients: int
+    redis_outage_messages: int
+    redis_outage_bound: int
 
 
 SCALES = {
@@ -74,6 +81,9 @@ SCALES = {
         cross_node_messages=200,
         node_kill_clients=20,
         node_kill_messages=200,
+        redis_outage_clients=10,
+        redis_outage_messages=300,
+        redis_outage_bound=50,
     ),
     "full": Scale(
         name="full",
@@ -95,6 +105,9 @@ SCALES = {
         cross_node_messages=1_000,
         node_kill_clients=60,
         node_kill_messages=1_000,
+        redis_outage_clients=40,
+        redis_outage_messages=2_000,
+        redis_outage_bound=200,
     ),
 }
 

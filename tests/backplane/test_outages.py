@@ -250,3 +250,55 @@ def test_a_reader_behind_the_streams_history_counts_exactly_what_it_missed(
     missed = tail[0] - 1
     assert missed >= 1001 - 300  # about 100 kept (~: whole stream nodes)
     assert (stats["gaps"], stats["missed"]) == (1, missed)
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_node_that_had_not_read_a_publisher_yet_still_recovers_its_messages(
+    start_redis: StartRedis, hub_name: str, nodes: list[Any]
+) -> Any:
+    """
+    B had heard nothing from A when Redis died holding A's first ten
+    messages: their replays are still B's to deliver (B was reading when
+    Redis took them), not skipped as from before B joined.
+    """
+    redis = start_redis()
+    a, bp_a, _ = yield start(nodes, redis, hub_name)
+    b, bp_b, port_b = yield start(nodes, redis, hub_name)
+    _, on_b = yield connect(nodes, port_b)
+    yield bp_b.pause_reading()
+    for n in range(1, 11):
+        a.broadcast({"n": n})
+    yield bp_a.sync()
+    lost = defer.gatherResults([bp_a.when("lost"), bp_b.when("lost")])
+    redis.kill()
+    yield lost
+    bp_b.resume_reading()
+    back = defer.gatherResults([bp_a.when("up"), bp_b.when("up")])
+    redis.restart()
+    yield back
+    a.broadcast({"n": 11})
+    assert numbered((yield on_b.wait(11))) == list(range(1, 12))
+    stats = bp_b.stats()
+    assert (stats["recovered"], stats["skipped"], stats["missed"]) == (10, 0, 0)
+
+
+def test_replays_from_before_a_node_read_the_stream_are_not_its_own() -> None:
+    """
+    Which replayed entries a node delivers from a publisher it never
+    heard: those Redis took after this node began reading (in its first
+    epoch, after its first offset; or in any later epoch, read from its
+    start) -- not those from before it joined, nor from an epoch it never
+    read.
+    """
+    from twcomms.backplane.reader import StreamReader
+
+    reader = StreamReader((b"s",), lambda data: None, {}, clock=None)
+    reader.first_epoch, reader.first_offset = b"e1", b"1700-5"
+    reader.later_epochs.add(b"e3")
+    assert reader.was_reading_at(b"e1/1700-6")
+    assert reader.was_reading_at(b"e1/1701-0")
+    assert not reader.was_reading_at(b"e1/1700-5")
+    assert not reader.was_reading_at(b"e1/1699-9")
+    assert reader.was_reading_at(b"e3/1-0")
+    assert not reader.was_reading_at(b"e0/9999-0")
+    assert not reader.was_reading_at(b"e2/9999-0")

@@ -171,6 +171,27 @@ async def test_error_reply_fails_only_its_command(
 
 
 @pytest_twisted.ensureDeferred
+async def test_a_command_that_cannot_be_written_leaves_no_reply_waiting(
+    cleanup: Cleanup, redis_server: RedisServer
+) -> None:
+    """
+    A command that fails before it is written (an argument that is not
+    bytes, text or a number -- a memoryview, which Twisted's transports
+    refuse) raises, and every reply after it still goes to its own command
+    (a waiter left behind shifted them all by one).
+    """
+    conn = await connect(cleanup, redis_server)
+    key = name()
+    with pytest.raises(TypeError):
+        conn.proto.execute("SET", key, memoryview(b"x" * 100_000))
+    with pytest.raises(TypeError):
+        conn.proto.send("SET", key, object())
+    assert await conn("SET", key, "1") == b"OK"
+    assert await conn("INCR", key) == 2
+    assert await conn("PING") == b"PONG"
+
+
+@pytest_twisted.ensureDeferred
 async def test_execute_when_not_connected() -> None:
     proto = RedisProtocol()
     failure = await failure_of(proto.execute("PING"))

@@ -65,7 +65,8 @@ class Backplane(LocalClientRegistry):
         messages in them: lost by the broker), C{duplicates} (heard twice,
         dropped: expected after an outage, when what may not have arrived
         is sent again), C{recovered} (replayed messages this node had
-        missed, delivered).
+        missed, delivered), C{skipped} (replayed messages from before this
+        node read the broker, not delivered).
     """
 
     def __init__(
@@ -111,6 +112,7 @@ class Backplane(LocalClientRegistry):
                 "missed",
                 "duplicates",
                 "recovered",
+                "skipped",
             ),
             0,
         )
@@ -146,18 +148,29 @@ class Backplane(LocalClientRegistry):
         """
         raise NotImplementedError
 
+    def was_reading_at(self, origin: bytes) -> bool:
+        """
+        Whether this node was reading the broker when it took the message
+        at C{origin}: a replayed message from a publisher this node never
+        heard is delivered only then (else it is from before this node
+        joined). By default, yes: better a message from a little before a
+        node joined than one lost without a trace.
+        """
+        return True
+
     # -- what a broker subclass calls ----------------------------------------
 
-    def confirmed(self, error: Exception | None = None) -> None:
+    def confirmed(self, error: Exception | None = None, origin: bytes = b"") -> None:
         """
-        The broker has the oldest message published and not yet confirmed
-        (or, with C{error}, refused it: counted, logged, not sent again).
+        The broker has the oldest message published and not yet confirmed,
+        at C{origin} (see L{was_reading_at}) -- or, with C{error}, refused
+        it: counted, logged, not sent again.
         """
         if error is not None:
             self.counters["refused"] += 1
             _log.warn("backplane: the broker refused a message: {e}", e=error)
         outbox = self._outbox
-        outbox.confirm()
+        outbox.confirm(origin)
         if outbox.sent < len(outbox.pending) and self._linked:
             self._sendWaiting()
 
@@ -311,7 +324,7 @@ class Backplane(LocalClientRegistry):
     def _transmit(self, entry: Entry) -> bool:
         envelope = entry.envelope
         if entry.replay:
-            envelope = replace(envelope, replayed=True)
+            envelope = replace(envelope, replayed=True, origin=entry.origin)
         if len(envelope.payload) > self.large_above:
             self._seq += 1
             reference = self.store(f"blob:{self.node}:{self._seq}", envelope.payload)
@@ -364,8 +377,9 @@ class Backplane(LocalClientRegistry):
         last = self._heard.get(channel)
         seq = envelope.seq
         if last is None:
-            if envelope.replayed:
-                return False  # from before this node heard its publisher
+            if envelope.replayed and not self.was_reading_at(envelope.origin):
+                self.counters["skipped"] += 1  # from before this node joined
+                return False
         else:
             if seq <= last:
                 self.counters["duplicates"] += 1

@@ -7,7 +7,7 @@ stored under. Binary, so a payload crosses as the bytes it is::
     version u8 | kind u8 (| 0x80 stored, | 0x40 replayed) | node 16 bytes | seq u64
     | room: u16 length + UTF-8 | exclude: u16 count + (u8 length + id)...
     | target: u8 length + id | to node: u8 length + id
-    | the rest: payload (or a key)
+    | origin: u8 length + bytes | the rest: payload (or a key)
 
 Integers are big-endian.
 
@@ -49,9 +49,10 @@ class Envelope:
     @ivar payload: the message's payload, or with C{stored} the key it is
         stored under.
     @ivar stored: whether C{payload} is a key (a large payload).
-    @ivar replayed: published again after the broker restarted empty (a
-        node that never heard its publisher skips it: it is from before
-        that node joined).
+    @ivar replayed: published again after the broker restarted empty.
+    @ivar origin: with C{replayed}, where the broker had put it first
+        (for Redis, C{epoch/entry id}): a node that never heard its
+        publisher delivers it only if it was reading the stream then.
     """
 
     kind: Kind
@@ -64,6 +65,7 @@ class Envelope:
     to_node: str = ""
     stored: bool = False
     replayed: bool = False
+    origin: bytes = b""
 
 
 _STORED = 0x80
@@ -96,6 +98,8 @@ def encode(env: Envelope) -> bytes:
     to_node = env.to_node.encode("ascii")
     parts.append(bytes((len(to_node),)))
     parts.append(to_node)
+    parts.append(bytes((len(env.origin),)))
+    parts.append(env.origin)
     parts.append(env.payload)
     return b"".join(parts)
 
@@ -126,6 +130,9 @@ def decode(data: bytes) -> Envelope:
         n = data[offset]
         to_node = data[offset + 1 : offset + 1 + n].decode("ascii")
         offset += 1 + n
+        n = data[offset]
+        origin = data[offset + 1 : offset + 1 + n]
+        offset += 1 + n
         if offset > len(data):
             raise ValueError("truncated envelope")
         return Envelope(
@@ -139,6 +146,7 @@ def decode(data: bytes) -> Envelope:
             to_node=to_node,
             stored=bool(kind & _STORED),
             replayed=bool(kind & _REPLAYED),
+            origin=origin,
         )
     except (struct.error, IndexError, UnicodeDecodeError, ValueError) as e:
         raise ValueError(f"malformed envelope: {e}") from None

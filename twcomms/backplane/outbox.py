@@ -44,6 +44,9 @@ class Entry:
     channel: str
     envelope: Envelope
     replay: bool = False
+    #: Where the broker put it, once it confirmed it (see
+    #: L{Envelope.origin}).
+    origin: bytes = b""
 
     @property
     def size(self) -> int:
@@ -108,9 +111,10 @@ class Outbox:
         self.sent_bytes += entry.size
         self.waiting_bytes -= entry.size
 
-    def confirm(self) -> None:
+    def confirm(self, origin: bytes = b"") -> None:
         """
-        The broker confirmed the oldest entry sent: it moves to C{recent}.
+        The broker confirmed the oldest entry sent (and put it at
+        C{origin}): it moves to C{recent}.
         (A confirmation with nothing sent -- a broker that answered twice
         -- is ignored.)
         """
@@ -119,6 +123,8 @@ class Outbox:
         self.sent -= 1
         entry = self.pending.popleft()
         self.sent_bytes -= entry.size
+        if not entry.replay:
+            entry.origin = origin
         entry.replay = False
         recent = self.recent
         recent.append(entry)

@@ -55,10 +55,16 @@ class StreamReader:
         self.streams = streams
         self.offsets = dict.fromkeys(streams, b"0-0")
         self.epoch: bytes | None = None
+        # The epoch this node first read, from which entry on; the later
+        # epochs it read from their start.
+        self.first_epoch: bytes | None = None
+        self.first_offset = b"0-0"
+        self.later_epochs: set[bytes] = set()
         self.max_count = self.count = max_count
         self._deliver = deliver
         self._counters = counters
-        self._clock = clock
+        #: The reactor (seconds(), callLater()); set before the first read.
+        self.clock = clock
         self._cutAt = -1e9
         self._proto: RedisProtocol | None = None
         self._reading = False
@@ -90,10 +96,13 @@ class StreamReader:
             def at(replies: list[Any]) -> None:
                 for key, last in zip(self.streams, replies, strict=True):
                     self.offsets[key] = last[0][0] if last else b"0-0"
+                self.first_epoch = epoch
+                self.first_offset = self.offsets[self.streams[0]]
 
             placed = gatherResults(ends, consumeErrors=True).addCallback(at)
         elif epoch != previous:
             self._counters["restarts"] += 1
+            self.later_epochs.add(epoch)
             _log.warn(
                 "backplane: Redis restarted empty (a new epoch): reading its "
                 "stream from the start"
@@ -104,7 +113,7 @@ class StreamReader:
             if cut:
                 self._counters["cutoffs"] += 1
                 self.count = max(1, self.count // 2)
-                self._cutAt = self._clock.seconds()
+                self._cutAt = self.clock.seconds()
                 _log.warn(
                     "backplane: Redis closed this node's reading connection "
                     "while it stayed up (an output buffer limit?); reading on "
@@ -120,6 +129,19 @@ class StreamReader:
         return placed.addCallback(lambda _: self._read(proto))
 
     # -- holding --------------------------------------------------------------
+
+    def was_reading_at(self, origin: bytes) -> bool:
+        """
+        Whether this node was reading when Redis put an entry at
+        C{origin} (C{epoch/entry id}).
+        """
+        epoch, _, entry_id = origin.partition(b"/")
+        if epoch == self.first_epoch:
+            try:
+                return _id(entry_id) > _id(self.first_offset)
+            except ValueError:
+                return True
+        return epoch in self.later_epochs
 
     def pause(self) -> Deferred[None]:
         """
@@ -216,7 +238,7 @@ class StreamReader:
             if (
                 full
                 and self.count < self.max_count
-                and self._clock.seconds() - self._cutAt > _REGROW_AFTER
+                and self.clock.seconds() - self._cutAt > _REGROW_AFTER
             ):
                 self.count = min(self.max_count, self.count * 2)
             if self._syncs:
@@ -231,7 +253,7 @@ class StreamReader:
                 waiting.callback(None)
             return  # ClientService connects again; connected() reads on
         _log.failure("backplane: reading from Redis failed; again in 1 s", failure)
-        self._clock.callLater(1, self._read, proto)
+        self.clock.callLater(1, self._read, proto)
 
 
 def _id(entry_id: bytes) -> tuple[int, int]:

@@ -107,7 +107,7 @@ class RedisBackplane(Backplane):
         # epoch the publishing connection last saw.
         self._streams = (self._key("all").encode(),)
         self.reader = StreamReader(
-            self._streams, self.received, self.counters, _Clock(self), read_count
+            self._streams, self.received, self.counters, None, read_count
         )
         self._writeEpoch: bytes | None = None
         self._outagesAtLoss = -1
@@ -137,6 +137,7 @@ class RedisBackplane(Backplane):
         Connect (commands and reader) and register this node; fires once
         both connections are up and the reader knows where to start.
         """
+        self.reader.clock = self.reactor
         commands = self._service(self._commandsUp, self._commandsLost)
         reader = self._service(self._readerUp, self._readerLost)
         self._refresh = LoopingCall(self._refreshed)
@@ -296,7 +297,8 @@ class RedisBackplane(Backplane):
         the first node to connect sets, gone when Redis restarts empty.
         """
         key = self._key("epoch")
-        proto.execute("SET", key, os.urandom(8).hex(), "NX")
+        # (Its failure is the GET's too, which the caller gets.)
+        proto.execute("SET", key, os.urandom(8).hex(), "NX").addErrback(lambda f: None)
         return proto.execute("GET", key)
 
     def _commandsUp(self, proto: RedisProtocol) -> Deferred[Any]:
@@ -428,18 +430,24 @@ class RedisBackplane(Backplane):
         )
 
     def _xadded(self, reply: Any) -> None:
-        self.confirmed(reply if isinstance(reply, RedisError) else None)
+        if isinstance(reply, RedisError):
+            self.confirmed(reply)
+        else:
+            self.confirmed(origin=(self._writeEpoch or b"") + b"/" + reply)
+
+    def was_reading_at(self, origin: bytes) -> bool:
+        return self.reader.was_reading_at(origin)
 
     def store(self, name: str, data: bytes) -> bytes:
-        # In pieces of _CHUNK bytes (memoryviews: not copied here).
+        # In pieces of _CHUNK bytes. (Each piece is a copy: Twisted's
+        # transports take bytes only, not memoryviews.)
         ms = int(self.blob_ttl * 1000)
         if len(data) <= _CHUNK:
             self._run("SET", self._key(name), data, "PX", ms)
             return name.encode("ascii")
-        view = memoryview(data)
         pieces = range(0, len(data), _CHUNK)
         for i, start in enumerate(pieces):
-            piece = view[start : start + _CHUNK]
+            piece = data[start : start + _CHUNK]
             self._run("SET", self._key(f"{name}:{i}"), piece, "PX", ms)
         return f"{name}#{len(pieces)}".encode("ascii")
 
@@ -461,22 +469,6 @@ class RedisBackplane(Backplane):
             return b"".join(pieces)  # type: ignore[arg-type]
 
         return gatherResults(gets, consumeErrors=True).addCallback(joined)
-
-
-class _Clock:
-    """
-    The backplane's reactor, looked up when first used (a backplane may be
-    made before the reactor is chosen).
-    """
-
-    def __init__(self, backplane: RedisBackplane) -> None:
-        self._backplane = backplane
-
-    def seconds(self) -> float:
-        return float(self._backplane.reactor.seconds())
-
-    def callLater(self, delay: float, f: Any, *args: Any) -> Any:
-        return self._backplane.reactor.callLater(delay, f, *args)
 
 
 def _after(d: Deferred[Any]) -> Deferred[None]:

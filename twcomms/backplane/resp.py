@@ -92,8 +92,11 @@ class RedisProtocol(Protocol):
             # (Its replies could not be told from the subscription's.)
             return fail(RedisError("a subscribed connection runs no commands"))
         d: Deferred[Any] = Deferred()
-        self._waiting.append(d)
+        # Written first: a command that cannot be encoded or written must
+        # not leave a waiter behind, or every reply after it would go to
+        # the command before.
         self._write(encode_command(args))
+        self._waiting.append(d)
         return d
 
     def send(self, *args: Any, then: Callable[[Any], object] | None = None) -> bool:
@@ -106,8 +109,8 @@ class RedisProtocol(Protocol):
         """
         if not self.connected or self._subscribed:
             return False
-        self._waiting.append(then)
         self._write(encode_command(args))
+        self._waiting.append(then)
         return True
 
     def _write(self, parts: list[bytes]) -> None:
