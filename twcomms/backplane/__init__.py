@@ -14,7 +14,7 @@ from typing import Any
 from twcomms.backplane.base import LARGE_ABOVE, Backplane
 from twcomms.backplane.redis import RedisBackplane
 from twcomms.backplane.url import RedisURL, parse_url
-from twcomms.options import ClusterOptions
+from twcomms.options import ClusterOptions, ServerOptions
 
 __all__ = [
     "LARGE_ABOVE",
@@ -26,9 +26,12 @@ __all__ = [
 ]
 
 
-def make_backplane(cluster: ClusterOptions, reactor: Any = None) -> Backplane | None:
+def make_backplane(
+    cluster: ClusterOptions, reactor: Any = None, server: ServerOptions | None = None
+) -> Backplane | None:
     """
-    The backplane C{cluster} describes (L{None}: no C{backplane} URL).
+    The backplane C{cluster} describes (L{None}: no C{backplane} URL), for
+    a server with the options C{server} (its drain marks pace reading).
 
     @raise ValueError: the URL is not one a backplane can use.
     """
@@ -48,4 +51,12 @@ def make_backplane(cluster: ClusterOptions, reactor: Any = None) -> Backplane | 
         outage_max_bytes=cluster.outage_max_bytes,
         history_length=cluster.history_length,
         reactor=reactor,
+        **(
+            {}
+            if server is None
+            else {
+                "drain_high_water": server.drain_high_water,
+                "drain_low_water": server.drain_low_water,
+            }
+        ),
     )

@@ -33,6 +33,11 @@ _log = Logger()
 #: Milliseconds an XREAD waits for an entry before it is asked again.
 BLOCK_MS = 2000
 
+#: Bytes one read should bring, about: fewer entries are asked for when
+#: they are large (at 64 KiB each, 64), so a batch -- what is delivered
+#: before pacing can look at this node's clients again -- stays small.
+BATCH_BYTES = 4 * 1024 * 1024
+
 #: Seconds after a cut-off before the count may grow again.
 _REGROW_AFTER = 60.0
 
@@ -51,7 +56,15 @@ class StreamReader:
         counters: dict[str, int],
         clock: Any,
         max_count: int = 1000,
+        pace: Callable[[], Deferred[None]] | None = None,
     ) -> None:
+        """
+        @param pace: called after each batch is delivered; the next read
+            waits for the L{Deferred} it returns (this node's clients to
+            catch up), so a node reads from Redis at the pace of its
+            healthy clients, and its memory does not grow with the others'
+            rate.
+        """
         self.streams = streams
         self.offsets = dict.fromkeys(streams, b"0-0")
         self.epoch: bytes | None = None
@@ -68,11 +81,14 @@ class StreamReader:
         self._cutAt = -1e9
         self._proto: RedisProtocol | None = None
         self._reading = False
+        self._entrySize = 256  # bytes, a running mean
+        self._pacing = False
+        self._pace = pace
         self._paused = False
         self._idle: list[Deferred[None]] = []
         self._syncs: list[tuple[dict[bytes, bytes], Deferred[None]]] = []
         self.client_id: int | None = None
-        for name in ("resumes", "cutoffs", "restarts"):
+        for name in ("resumes", "cutoffs", "restarts", "paced"):
             counters.setdefault(name, 0)
 
     def connected(self, proto: RedisProtocol, epoch: bytes, cut: bool) -> Deferred[Any]:
@@ -165,7 +181,7 @@ class StreamReader:
     def resume(self) -> None:
         self._paused = False
         proto = self._proto
-        if proto is not None and not self._reading:
+        if proto is not None and not self._reading and not self._pacing:
             self._read(proto)
 
     def reached(self, targets: dict[bytes, bytes]) -> Deferred[None]:
@@ -208,10 +224,11 @@ class StreamReader:
             return
         self._reading = True
         offsets = self.offsets
+        count = min(self.count, max(1, BATCH_BYTES // self._entrySize))
         d = proto.execute(
             "XREAD",
             "COUNT",
-            self.count,
+            count,
             "BLOCK",
             BLOCK_MS,
             "STREAMS",
@@ -227,14 +244,20 @@ class StreamReader:
             offsets = self.offsets
             deliver = self._deliver
             full = False
+            size = read = 0
             for key, entries in reply:
                 for entry_id, fields in entries:
                     offsets[key] = entry_id
                     if len(fields) == 2:
-                        deliver(fields[1])
+                        data = fields[1]
+                        size += len(data)
+                        deliver(data)
                     else:
                         self._counters["malformed"] += 1
+                read += len(entries)
                 full = full or len(entries) >= self.count
+            if read:
+                self._entrySize = max(1, (self._entrySize + size // read) // 2)
             if (
                 full
                 and self.count < self.max_count
@@ -243,6 +266,17 @@ class StreamReader:
                 self.count = min(self.max_count, self.count * 2)
             if self._syncs:
                 self._synced()
+            if self._pace is not None:
+                caught_up = self._pace()
+                if not caught_up.called:
+                    self._counters["paced"] += 1
+                    self._pacing = True
+                    caught_up.addBoth(self._caughtUp, proto)
+                    return
+        self._read(proto)
+
+    def _caughtUp(self, result: object, proto: RedisProtocol) -> None:
+        self._pacing = False
         self._read(proto)
 
     def _failed(self, failure: Any, proto: RedisProtocol) -> None:

@@ -43,15 +43,18 @@ from twcomms.backplane.base import LARGE_ABOVE, Backplane
 from twcomms.backplane.reader import StreamReader
 from twcomms.backplane.resp import RedisError, RedisProtocol
 from twcomms.backplane.url import RedisURL, parse_url
+from twcomms.connection.events import when_fired
 from twcomms.connection.timers import cancel_call, default_reactor
-from twcomms.options import ClusterOptions
+from twcomms.options import ClusterOptions, ServerOptions
 from twcomms.server import ClientHandle
+from twcomms.server.pacing import when_drained
 
 __all__ = ["RedisBackplane"]
 
 _log = Logger()
 
 _DEFAULTS = ClusterOptions()
+_SERVER = ServerOptions()
 
 #: Large payloads are stored in pieces of this size: Redis refuses a value
 #: over proto-max-bulk-len (512 MB by default).
@@ -81,6 +84,8 @@ class RedisBackplane(Backplane):
         outage_max_bytes: int = _DEFAULTS.outage_max_bytes,
         history_length: int = _DEFAULTS.history_length,
         read_count: int = 1000,
+        drain_high_water: int = _SERVER.drain_high_water,
+        drain_low_water: int = _SERVER.drain_low_water,
     ) -> None:
         """
         @param connect_timeout: seconds L{start} waits for Redis.
@@ -90,6 +95,11 @@ class RedisBackplane(Backplane):
             (it keeps trying, with back-off).
         @param outage_max_count: see L{ClusterOptions}, as the two below.
         @param read_count: stream entries read at once, at most.
+        @param drain_high_water: once a batch read from Redis leaves more
+            than this many bytes waiting for one of this node's clients,
+            the next read waits until each is under C{drain_low_water} (or
+            was dropped as stalled): the node reads at its healthy
+            clients' pace, as a broadcasting loop does (L{ServerOptions}).
         """
         self._prefix = f"twcomms:{hub}:"
         super().__init__(
@@ -107,8 +117,15 @@ class RedisBackplane(Backplane):
         # epoch the publishing connection last saw.
         self._streams = (self._key("all").encode(),)
         self.reader = StreamReader(
-            self._streams, self.received, self.counters, None, read_count
+            self._streams,
+            self.received,
+            self.counters,
+            None,
+            read_count,
+            pace=self._caughtUp,
         )
+        self.drain_high_water = drain_high_water
+        self.drain_low_water = drain_low_water
         self._writeEpoch: bytes | None = None
         self._outagesAtLoss = -1
         self._confirm = self._xadded
@@ -197,10 +214,10 @@ class RedisBackplane(Backplane):
         hand-overs.
         """
         if self._stopping is not None:
-            return _after(self._stopping)
+            return when_fired(self._stopping)
         starting = self._starting
         if starting is not None and not starting.called:
-            return _after(starting).addCallback(lambda _: self.sync())
+            return when_fired(starting).addCallback(lambda _: self.sync())
         commands = self._commands
         if commands is None or not commands.connected or not self._linked:
             return succeed(None)
@@ -438,6 +455,14 @@ class RedisBackplane(Backplane):
     def was_reading_at(self, origin: bytes) -> bool:
         return self.reader.was_reading_at(origin)
 
+    def _caughtUp(self) -> Deferred[None]:
+        writers = [
+            h.protocol.writer
+            for h in self
+            if h.protocol is not None and h.protocol.writer is not None
+        ]
+        return when_drained(writers, self.drain_high_water, self.drain_low_water)
+
     def store(self, name: str, data: bytes) -> bytes:
         # In pieces of _CHUNK bytes. (Each piece is a copy: Twisted's
         # transports take bytes only, not memoryviews.)
@@ -469,18 +494,3 @@ class RedisBackplane(Backplane):
             return b"".join(pieces)  # type: ignore[arg-type]
 
         return gatherResults(gets, consumeErrors=True).addCallback(joined)
-
-
-def _after(d: Deferred[Any]) -> Deferred[None]:
-    """
-    A new Deferred that fires (with None) when C{d} does, leaving C{d}'s
-    own result to its other callbacks.
-    """
-    after: Deferred[None] = Deferred()
-
-    def fired(result: object) -> object:
-        after.callback(None)
-        return result
-
-    d.addBoth(fired)
-    return after

@@ -15,7 +15,7 @@ from twisted.logger import Logger
 
 from twcomms.errors import RemoteError
 
-__all__ = ["call_each", "callback_list", "first_answer"]
+__all__ = ["call_each", "callback_list", "first_answer", "when_fired"]
 
 _log = Logger()
 
@@ -70,3 +70,18 @@ def first_answer(handlers: list[Callable[..., Any]], *args: Any) -> Any:
 def _or_next(result: Any, rest: list[Callable[..., Any]], args: tuple[Any, ...]) -> Any:
     # A handler's Deferred fired: its answer, or the next handlers'.
     return first_answer(rest, *args) if result is None else result
+
+
+def when_fired(d: Deferred[Any]) -> Deferred[None]:
+    """
+    A new Deferred that fires (with None) when C{d} does, leaving C{d}'s
+    own result to its other callbacks.
+    """
+    after: Deferred[None] = Deferred()
+
+    def fired(result: object) -> object:
+        after.callback(None)
+        return result
+
+    d.addBoth(fired)
+    return after

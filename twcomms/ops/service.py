@@ -349,7 +349,7 @@ def makeService(options: Options, reactor: Any = None) -> MultiService:
     factory = CommsServerFactory(
         options=options.comms,
         reactor=reactor,
-        registry=make_backplane(options.comms.cluster, reactor),
+        registry=make_backplane(options.comms.cluster, reactor, options.comms.server),
     )
     Hub(factory, options["mode"])
     if options["app"] is not None:

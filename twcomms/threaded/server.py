@@ -117,7 +117,7 @@ class Server(ServerRequests, Endpoint):
         self._factory = CommsServerFactory(
             options=self.options,
             # backplane="redis://..." (ClusterOptions): one hub of several.
-            registry=make_backplane(self.options.cluster),
+            registry=make_backplane(self.options.cluster, server=self.options.server),
             on_connect=self._on_connect,
             on_close=self._on_close,
             on_message=self._on_message,
