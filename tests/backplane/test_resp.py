@@ -25,7 +25,12 @@ from harness.redis import RedisServer
 from tests import test_sockets
 from tests.backplane.conftest import StartRedis
 from tests.test_sockets import TIMEOUT, Cleanup, Events, bounded
-from twcomms.backplane.resp import RedisError, RedisProtocol, encode_command
+from twcomms.backplane.resp import (
+    RedisError,
+    RedisProtocol,
+    command_prefix,
+    encode_command,
+)
 from twcomms.errors import CommsError
 
 #: The fixture that closes what a test opened (see C{tests/test_sockets.py}).
@@ -189,6 +194,25 @@ async def test_a_command_that_cannot_be_written_leaves_no_reply_waiting(
     assert await conn("SET", key, "1") == b"OK"
     assert await conn("INCR", key) == 2
     assert await conn("PING") == b"PONG"
+
+
+@pytest_twisted.ensureDeferred
+async def test_send_last_completes_a_prefixed_command(
+    cleanup: Cleanup, redis_server: RedisServer
+) -> None:
+    """
+    A command whose first arguments were encoded once (command_prefix),
+    sent with its last: small (one write) and large (a sequence), each
+    reply to its C{then}, in order.
+    """
+    conn = await connect(cleanup, redis_server)
+    key = name()
+    replies: list[object] = []
+    big = b"v" * 20_000
+    assert conn.proto.send_last(command_prefix("SET", key), big, then=replies.append)
+    assert conn.proto.send_last(command_prefix("APPEND", key), b"!", replies.append)
+    assert await conn("GET", key) == big + b"!"
+    assert replies == [b"OK", len(big) + 1]
 
 
 @pytest_twisted.ensureDeferred

@@ -41,7 +41,7 @@ from twisted.logger import Logger
 from twcomms.backplane import presence
 from twcomms.backplane.base import LARGE_ABOVE, Backplane
 from twcomms.backplane.reader import StreamReader
-from twcomms.backplane.resp import RedisError, RedisProtocol
+from twcomms.backplane.resp import RedisError, RedisProtocol, command_prefix
 from twcomms.backplane.url import RedisURL, parse_url
 from twcomms.connection.events import when_fired
 from twcomms.connection.timers import cancel_call, default_reactor
@@ -129,6 +129,7 @@ class RedisBackplane(Backplane):
         self._writeEpoch: bytes | None = None
         self._outagesAtLoss = -1
         self._confirm = self._xadded
+        self._xadd: dict[str, bytes] = {}
         self._commands: RedisProtocol | None = None
         self._services: list[ClientService] = []
         self._refresh: LoopingCall | None = None
@@ -434,17 +435,12 @@ class RedisBackplane(Backplane):
         commands = self._commands
         if commands is None:
             return False
-        return commands.send(
-            "XADD",
-            self._key(channel),
-            "MAXLEN",
-            "~",
-            self.history_length,
-            "*",
-            "d",
-            data,
-            then=self._confirm,
-        )
+        prefix = self._xadd.get(channel)
+        if prefix is None:
+            prefix = self._xadd[channel] = command_prefix(
+                "XADD", self._key(channel), "MAXLEN", "~", self.history_length, "*", "d"
+            )
+        return commands.send_last(prefix, data, then=self._confirm)
 
     def _xadded(self, reply: Any) -> None:
         if isinstance(reply, RedisError):
