@@ -280,6 +280,7 @@ class RedisBackplane(Backplane):
     def _service(self, up: Any, lost: Any) -> ClientService:
         endpoint = self.url.endpoint(self.reactor)
         factory = Factory.forProtocol(RedisProtocol)
+        factory.noisy = False  # (a line per reconnection; ours say enough)
         # (Set here: prepareConnection is handed ClientService's proxy of
         # the protocol, which takes no attributes for it.)
         factory.buildProtocol = (  # type: ignore[method-assign]
