@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 import pytest_twisted
 from twisted.internet import defer
+from twisted.logger import formatEvent, globalLogPublisher
 
 from harness.redis import RedisServer
 from tests.backplane.conftest import StartRedis
@@ -90,8 +91,28 @@ def test_redis_restarted_empty_loses_nothing_within_the_bound(
     what A broadcasts (21-30) at once; A keeps it for B. Redis comes back
     empty on the same port: A republishes what Redis had confirmed lately
     and sends what it kept; B delivers 2-20 (recovered) and 21-30, once
-    each, in order, and drops the one it had (1).
+    each, in order, and drops the one it had (1). Each node logs each
+    change of state once.
     """
+    lines: list[str] = []
+
+    def observe(event: dict[str, Any]) -> None:
+        if event.get("log_namespace", "").startswith("twcomms.backplane"):
+            lines.append(formatEvent(event))
+
+    globalLogPublisher.addObserver(observe)
+    try:
+        yield outage_within_the_bound(start_redis, hub_name, nodes)
+    finally:
+        globalLogPublisher.removeObserver(observe)
+    for line in ("lost the broker", "the broker is back", "restarted empty (a new"):
+        assert sum(line in seen for seen in lines) == 2, (line, lines)
+
+
+@defer.inlineCallbacks
+def outage_within_the_bound(
+    start_redis: StartRedis, hub_name: str, nodes: list[Any]
+) -> Any:
     redis = start_redis()
     a, bp_a, port_a = yield start(nodes, redis, hub_name)
     b, bp_b, port_b = yield start(nodes, redis, hub_name)
