@@ -97,7 +97,15 @@ from benchmarks.peers.common import emit, messages, read_go, rtt_result
 from benchmarks.peers.run import environment
 from benchmarks.peers.runner import CellError, Cutoff, Proc, client_split
 from benchmarks.peers.settings import BATCH, RESULTS, now
-from benchmarks.summary import compact, compare, num, ratio, values
+from benchmarks.summary import (
+    compact,
+    compare,
+    interleave,
+    num,
+    ratio,
+    values,
+    write_run,
+)
 from benchmarks.summary import row as summary_row
 from harness.procs import raise_fd_limit, watchdog
 from harness.redis import redis_command
@@ -1309,28 +1317,17 @@ def run_benchmark(
     else:
         scratch = tempfile.TemporaryDirectory(prefix="twcomms-backplane-")
         profile_dir = Path(scratch.name)
-    t0 = time.monotonic()
     try:
         with RedisServer() as redis:
             run["environment"]["redis_server"] = redis.executable
-            for r in range(rounds):
-                for position, cell in enumerate(round_order(cells, r)):
-                    if verbose:
-                        print(
-                            f"[{time.monotonic() - t0:6.1f}s] round {r + 1}/{rounds} "
-                            f"{cell.key} ...",
-                            end="",
-                            file=sys.stderr,
-                            flush=True,
-                        )
-                    prefix = profile_dir / f"backplane-r{r}" if cell.profiled else None
-                    result = run_cell_once(cell, sizes, redis, prefix)
-                    run["rounds"].append(
-                        {"cell": cell.key, "round": r, "position": position, **result}
-                    )
-                    if verbose:
-                        print(" " + one_line(result), file=sys.stderr, flush=True)
-        run["elapsed_s"] = round(time.monotonic() - t0, 1)
+
+            def one(cell: Cell, r: int) -> dict[str, Any]:
+                prefix = profile_dir / f"backplane-r{r}" if cell.profiled else None
+                return run_cell_once(cell, sizes, redis, prefix)
+
+            interleave(
+                run, rounds, lambda r: round_order(cells, r), one, one_line, verbose
+            )
         run["summary"] = summarise(run)
         profiled = any(c.profiled for c in cells)
         run["analysis"] = analyse(run, profile_dir if profiled else None)
@@ -1357,13 +1354,9 @@ def run_benchmark(
             )
             print(lines[0])
         run["printed"] = lines + print_report(run)
-    if output_dir is not None:
-        stem = "backplane-quick" if sizes.quick else "backplane"
-        output_dir.mkdir(parents=True, exist_ok=True)
-        path = output_dir / f"{stem}.json"
-        path.write_text(json.dumps(run, indent=2) + "\n")
-        if verbose:
-            print(f"\nResults: {path}; profiles: {profile_dir}")
+    write_run(
+        run, output_dir, "backplane", sizes.quick, verbose, f"; profiles: {profile_dir}"
+    )
     return run
 
 

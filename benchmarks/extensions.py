@@ -92,7 +92,7 @@ from benchmarks.peers.report import one_line
 from benchmarks.peers.run import environment
 from benchmarks.peers.runner import CellError, Cutoff, Proc, cell_specs, figures
 from benchmarks.peers.settings import FULL, QUICK, RESULTS, Settings
-from benchmarks.summary import compact, compare, num, ratio
+from benchmarks.summary import compact, compare, interleave, num, ratio, write_run
 from benchmarks.summary import row as summary_row
 
 MODULE = "benchmarks.extensions"
@@ -688,32 +688,22 @@ def run_benchmark(
     }
     if profile_dir is not None:
         profile_dir.mkdir(parents=True, exist_ok=True)
-    t0 = time.monotonic()
-    for r in range(rounds):
-        for position, cell in enumerate(round_order(cells, r)):
-            if verbose:
-                print(
-                    f"[{time.monotonic() - t0:6.1f}s] round {r + 1}/{rounds} "
-                    f"{cell.key} ...",
-                    end="",
-                    file=sys.stderr,
-                    flush=True,
-                )
-            prefix = None
-            if profile_dir is not None:
-                prefix = profile_dir / f"ext-{cell.key.replace('/', '-')}-r{r}"
-            result = run_cell_once(cell, settings, prefix)
-            result = {
-                "cell": cell.key,
-                "scenario": cell.scenario,
-                "round": r,
-                "position": position,
-                **result,
-            }
-            run["rounds"].append(result)
-            if verbose:
-                print(" " + one_line(result), file=sys.stderr, flush=True)
-    run["elapsed_s"] = round(time.monotonic() - t0, 1)
+
+    def one(cell: Cell, r: int) -> dict[str, Any]:
+        prefix = None
+        if profile_dir is not None:
+            prefix = profile_dir / f"ext-{cell.key.replace('/', '-')}-r{r}"
+        return run_cell_once(cell, settings, prefix)
+
+    interleave(
+        run,
+        rounds,
+        lambda r: round_order(cells, r),
+        one,
+        one_line,
+        verbose,
+        tags=lambda cell: {"scenario": cell.scenario},
+    )
     run["summary"] = summarise(run)
     run["goals"] = evaluate(run)
     if verbose:
@@ -740,13 +730,7 @@ def run_benchmark(
         run["printed"] = lines + print_tables(run) + print_goals(run["goals"])
     if profile_dir is not None and verbose:
         print_profiles(run, profile_dir)
-    if output_dir is not None:
-        stem = "extensions-quick" if settings.quick else "extensions"
-        output_dir.mkdir(parents=True, exist_ok=True)
-        path = output_dir / f"{stem}.json"
-        path.write_text(json.dumps(run, indent=2) + "\n")
-        if verbose:
-            print(f"\nResults: {path}")
+    write_run(run, output_dir, "extensions", settings.quick, verbose)
     return run
 
 

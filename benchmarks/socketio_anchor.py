@@ -118,7 +118,7 @@ from benchmarks.peers.cli import choices, positive_int
 from benchmarks.peers.run import environment
 from benchmarks.peers.runner import CellError, Cutoff, Proc, client_split
 from benchmarks.peers.settings import RESULTS
-from benchmarks.summary import compare, num, ratio, values
+from benchmarks.summary import compare, interleave, num, ratio, values, write_run
 from harness.redis import redis_command
 
 MODULE = "benchmarks.socketio_anchor"
@@ -755,44 +755,23 @@ def run_benchmark(
         "environment": {**environment(), **_versions()},
         "rounds": [],
     }
-    t0 = time.monotonic()
     with RedisServer() as redis:
         run["environment"]["redis_server"] = redis.executable
-        for r in range(rounds):
-            for position, cell in enumerate(round_order(cells, r)):
-                if verbose:
-                    print(
-                        f"[{time.monotonic() - t0:6.1f}s] round {r + 1}/{rounds} "
-                        f"{cell.key} ...",
-                        end="",
-                        file=sys.stderr,
-                        flush=True,
-                    )
-                result = run_cell(cell, sizes, socketio_sizes, redis)
-                run["rounds"].append(
-                    {
-                        "cell": cell.key,
-                        "system": cell.system,
-                        "round": r,
-                        "position": position,
-                        **result,
-                    }
-                )
-                if verbose:
-                    print(" " + one_line(result), file=sys.stderr, flush=True)
-    run["elapsed_s"] = round(time.monotonic() - t0, 1)
+        interleave(
+            run,
+            rounds,
+            lambda r: round_order(cells, r),
+            lambda cell, r: run_cell(cell, sizes, socketio_sizes, redis),
+            one_line,
+            verbose,
+            tags=lambda cell: {"system": cell.system},
+        )
     run["summary"] = summarise(run)
     run["goals"] = goals(run)
     if verbose:
         print()
         run["printed"] = print_report(run)
-    if output_dir is not None:
-        stem = "socketio_anchor-quick" if sizes.quick else "socketio_anchor"
-        output_dir.mkdir(parents=True, exist_ok=True)
-        path = output_dir / f"{stem}.json"
-        path.write_text(json.dumps(run, indent=2) + "\n")
-        if verbose:
-            print(f"\nResults: {path}")
+    write_run(run, output_dir, "socketio_anchor", sizes.quick, verbose)
     return run
 
 

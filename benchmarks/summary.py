@@ -1,16 +1,93 @@
 """
 What the benchmarks that run interleaved rounds (C{benchmarks.extensions},
-C{benchmarks.backplane}) share: a cell's figures per round, a figure's
-median beside its baseline's (the ratio of medians, and the median of the
-per-round ratios), and how figures print.
+C{benchmarks.backplane}, C{benchmarks.socketio_anchor}) share: the rounds
+themselves (L{interleave}), where their results go (L{write_run}), a
+cell's figures per round, a figure's median beside its baseline's (the
+ratio of medians, and the median of the per-round ratios), and how
+figures print.
 """
 
 from __future__ import annotations
 
+import json
 import statistics
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
-__all__ = ["compact", "compare", "num", "ratio", "row", "values"]
+__all__ = [
+    "compact",
+    "compare",
+    "interleave",
+    "num",
+    "ratio",
+    "row",
+    "values",
+    "write_run",
+]
+
+
+def interleave(
+    run: dict[str, Any],
+    rounds: int,
+    order: Callable[[int], Sequence[Any]],
+    run_one: Callable[[Any, int], dict[str, Any]],
+    describe: Callable[[dict[str, Any]], str],
+    verbose: bool = True,
+    tags: Callable[[Any], dict[str, Any]] = lambda cell: {},
+) -> None:
+    """
+    Run C{rounds} rounds, each the cells C{order(round)} gives, one at a
+    time (C{run_one(cell, round)}); record each result in C{run["rounds"]}
+    with its cell's key, C{tags(cell)}, its round and its position, and
+    C{run["elapsed_s"]}. With C{verbose}, a progress line per cell on
+    stderr (C{describe} of what was recorded).
+    """
+    t0 = time.monotonic()
+    for r in range(rounds):
+        for position, cell in enumerate(order(r)):
+            if verbose:
+                print(
+                    f"[{time.monotonic() - t0:6.1f}s] round {r + 1}/{rounds} "
+                    f"{cell.key} ...",
+                    end="",
+                    file=sys.stderr,
+                    flush=True,
+                )
+            entry = {
+                "cell": cell.key,
+                **tags(cell),
+                "round": r,
+                "position": position,
+                **run_one(cell, r),
+            }
+            run["rounds"].append(entry)
+            if verbose:
+                print(" " + describe(entry), file=sys.stderr, flush=True)
+    run["elapsed_s"] = round(time.monotonic() - t0, 1)
+
+
+def write_run(
+    run: dict[str, Any],
+    output_dir: Path | None,
+    stem: str,
+    quick: bool,
+    verbose: bool = True,
+    also: str = "",
+) -> None:
+    """
+    Write C{run} to C{output_dir/<stem>.json} (C{<stem>-quick.json} for
+    quick sizes), and say where (C{also}: more to say on that line).
+    """
+    if output_dir is None:
+        return
+    output_dir.mkdir(parents=True, exist_ok=True)
+    path = output_dir / f"{stem}{'-quick' if quick else ''}.json"
+    path.write_text(json.dumps(run, indent=2) + "\n")
+    if verbose:
+        print(f"\nResults: {path}{also}")
 
 
 def values(run: dict[str, Any], key: str, figure: str) -> dict[int, float]:
