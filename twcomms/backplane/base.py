@@ -12,6 +12,12 @@ delivered in the order they arrive, which is each publisher's order; a
 large payload travels stored under a key, and the envelopes after it wait
 until it has been fetched.
 
+Nothing is lost without a count: what the broker has not confirmed is
+kept in an L{Outbox} (bounded) through an outage and sent again after it
+-- with what it confirmed lately, when it comes back empty -- and each
+receiver checks every publisher's sequence numbers, dropping repeats and
+counting holes. See C{docs/scaling.md}.
+
 Thread: the reactor thread only.
 """
 
