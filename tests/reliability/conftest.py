@@ -18,7 +18,7 @@ from collections.abc import Iterator
 import pytest
 
 from harness.procs import raise_fd_limit
-from harness.redis import MISSING, RedisServer, find_redis_server, missing_server_fails
+from harness.redis import RedisServer
 from harness.stress.scale import Scale, current_scale
 
 
@@ -40,18 +40,13 @@ def scale() -> Scale:
 
 
 @pytest.fixture(scope="session")
-def redis_server() -> Iterator[RedisServer]:
+def redis_server(redis_executable: str) -> Iterator[RedisServer]:
     """
     One C{redis-server} for the run, shared: a scenario uses a hub name
     (keys and channels) of its own, and must not stop or kill it. Skips
     the test if there is no binary (fails it under CI).
     """
-    found = find_redis_server()
-    if found is None:
-        if missing_server_fails():
-            pytest.fail(f"{MISSING} (CI is set: not skipping)", pytrace=False)
-        pytest.skip(MISSING)
-    server = RedisServer(found)
+    server = RedisServer(redis_executable)
     try:
         yield server
     finally:

@@ -12,27 +12,11 @@ ci scale; 40 x 2,000, bound 200, at full scale).
 
 from __future__ import annotations
 
-import pytest
 import pytest_twisted
 
-from harness.redis import MISSING, find_redis_server, missing_server_fails
 from harness.stress.redis_outage import redis_outage
 from harness.stress.result import assert_held
 from harness.stress.scale import Scale
-
-
-@pytest.fixture
-def redis_executable() -> str:
-    """
-    The C{redis-server} binary (the scenario starts, kills and restarts
-    a server of its own); skips without one, fails under CI.
-    """
-    found = find_redis_server()
-    if found is None:
-        if missing_server_fails():
-            pytest.fail(f"{MISSING} (CI is set: not skipping)", pytrace=False)
-        pytest.skip(MISSING)
-    return found
 
 
 @pytest_twisted.ensureDeferred
