@@ -92,7 +92,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from benchmarks.peers.cli import choices, positive_int
+from benchmarks.peers.cli import round_arguments
 from benchmarks.peers.common import emit, messages, read_go, rtt_result
 from benchmarks.peers.run import environment
 from benchmarks.peers.runner import CellError, Cutoff, Proc, client_split
@@ -1424,31 +1424,16 @@ def _parser() -> argparse.ArgumentParser:
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument(
-        "--scenarios",
-        type=choices(SCENARIOS),
-        default=list(SCENARIOS),
+    round_arguments(
+        p,
+        scenarios=SCENARIOS,
         metavar="broadcast,rtt",
-        help="scenarios to run (default: both)",
-    )
-    p.add_argument(
-        "--quick",
-        action="store_true",
-        help=f"tiny sizes, {QUICK_ROUNDS} round (seconds); writes backplane-quick.json",
-    )
-    p.add_argument(
-        "--rounds",
-        type=positive_int,
-        default=None,
-        metavar="N",
-        help=f"interleaved rounds (default: {ROUNDS}; --quick: {QUICK_ROUNDS})",
-    )
-    p.add_argument(
-        "--output-dir",
-        type=Path,
-        default=RESULTS,
-        metavar="DIR",
-        help="where backplane.json and profiles/ go (default: benchmarks/results)",
+        scenarios_help="default: both",
+        stem="backplane",
+        rounds=ROUNDS,
+        quick_rounds=QUICK_ROUNDS,
+        results=RESULTS,
+        output_help=" and profiles/",
     )
     p.add_argument("--child", nargs=2, metavar=("ROLE", "SPEC"), help=argparse.SUPPRESS)
     return p

@@ -85,7 +85,7 @@ from typing import Any
 
 from benchmarks.peers import eventloop
 from benchmarks.peers.child import run_child
-from benchmarks.peers.cli import choices, positive_int
+from benchmarks.peers.cli import round_arguments
 from benchmarks.peers.common import emit
 from benchmarks.peers.nets import TwcommsNet
 from benchmarks.peers.report import one_line
@@ -793,32 +793,16 @@ def _parser() -> argparse.ArgumentParser:
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument(
-        "--scenarios",
-        type=choices(SCENARIOS),
-        default=list(SCENARIOS),
+    round_arguments(
+        p,
+        scenarios=SCENARIOS,
         metavar="A,B,R,C",
-        help="scenarios to run (default: all; R brings B's plain cell)",
-    )
-    p.add_argument(
-        "--quick",
-        action="store_true",
-        help=f"tiny sizes, {QUICK_ROUNDS} rounds (seconds); "
-        f"writes extensions-quick.json",
-    )
-    p.add_argument(
-        "--rounds",
-        type=positive_int,
-        default=None,
-        metavar="N",
-        help=f"interleaved rounds (default: {ROUNDS}; --quick: {QUICK_ROUNDS})",
-    )
-    p.add_argument(
-        "--output-dir",
-        type=Path,
-        default=RESULTS,
-        metavar="DIR",
-        help="where extensions.json goes (default: benchmarks/results)",
+        scenarios_help="default: all; R brings B's plain cell",
+        stem="extensions",
+        rounds=ROUNDS,
+        quick_rounds=QUICK_ROUNDS,
+        results=RESULTS,
+        output_help="",
     )
     p.add_argument(
         "--profile",

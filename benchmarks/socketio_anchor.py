@@ -114,7 +114,7 @@ from benchmarks.backplane import (
     redis_cpu,
     run_cell_once,
 )
-from benchmarks.peers.cli import choices, positive_int
+from benchmarks.peers.cli import round_arguments
 from benchmarks.peers.run import environment
 from benchmarks.peers.runner import CellError, Cutoff, Proc, client_split
 from benchmarks.peers.settings import RESULTS
@@ -818,32 +818,16 @@ def _parser() -> argparse.ArgumentParser:
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument(
-        "--scenarios",
-        type=choices(SCENARIOS),
-        default=list(SCENARIOS),
+    round_arguments(
+        p,
+        scenarios=SCENARIOS,
         metavar="broadcast,rtt",
-        help="scenarios to run (default: both)",
-    )
-    p.add_argument(
-        "--quick",
-        action="store_true",
-        help=f"tiny sizes, {QUICK_ROUNDS} round (seconds); "
-        "writes socketio_anchor-quick.json",
-    )
-    p.add_argument(
-        "--rounds",
-        type=positive_int,
-        default=None,
-        metavar="N",
-        help=f"interleaved rounds (default: {ROUNDS}; --quick: {QUICK_ROUNDS})",
-    )
-    p.add_argument(
-        "--output-dir",
-        type=Path,
-        default=RESULTS,
-        metavar="DIR",
-        help="where socketio_anchor.json goes (default: benchmarks/results)",
+        scenarios_help="default: both",
+        stem="socketio_anchor",
+        rounds=ROUNDS,
+        quick_rounds=QUICK_ROUNDS,
+        results=RESULTS,
+        output_help="",
     )
     return p
 

@@ -45,6 +45,52 @@ def positive_int(text: str) -> int:
     return value
 
 
+def round_arguments(
+    p: argparse.ArgumentParser,
+    *,
+    scenarios: tuple[str, ...],
+    metavar: str,
+    scenarios_help: str,
+    stem: str,
+    rounds: int,
+    quick_rounds: int,
+    results: Path,
+    output_help: str = "",
+) -> None:
+    """
+    The options every benchmark of interleaved rounds takes: C{--scenarios},
+    C{--quick}, C{--rounds}, C{--output-dir} (its results go to
+    C{<stem>.json}, or C{<stem>-quick.json}).
+    """
+    p.add_argument(
+        "--scenarios",
+        type=choices(scenarios),
+        default=list(scenarios),
+        metavar=metavar,
+        help=f"scenarios to run ({scenarios_help})",
+    )
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help=f"tiny sizes, {quick_rounds} round{'s' if quick_rounds > 1 else ''} "
+        f"(seconds); writes {stem}-quick.json",
+    )
+    p.add_argument(
+        "--rounds",
+        type=positive_int,
+        default=None,
+        metavar="N",
+        help=f"interleaved rounds (default: {rounds}; --quick: {quick_rounds})",
+    )
+    p.add_argument(
+        "--output-dir",
+        type=Path,
+        default=results,
+        metavar="DIR",
+        help=f"where {stem}.json{output_help} goes (default: benchmarks/results)",
+    )
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m " + MODULE,
