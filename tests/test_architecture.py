@@ -27,21 +27,24 @@ LAYERS: dict[str, int] = {
     "twcomms.wire": 1,
     "twcomms.options": 2,
     "twcomms.connection": 3,
-    "twcomms.server": 4,
-    "twcomms.client": 4,
-    "twcomms.backplane": 5,
-    "twcomms.threaded": 6,
-    "twcomms.ops": 7,
-    "twcomms.testing": 7,
+    # WebSocket clients as connections, and one port for both: below the
+    # server, which listens with it.
+    "twcomms.web": 4,
+    "twcomms.server": 5,
+    "twcomms.client": 5,
+    "twcomms.backplane": 6,
+    "twcomms.threaded": 7,
+    "twcomms.ops": 8,
+    "twcomms.testing": 8,
     # The public facade, C{python -m twcomms}, and the shims that keep the
     # old module paths working: they may import anything.
-    "twcomms": 8,
-    "twcomms.__main__": 8,
-    "twcomms.framing": 8,
-    "twcomms.codecs": 8,
-    "twcomms.protocol": 8,
-    "twcomms.service": 8,
-    "twcomms.cli": 8,
+    "twcomms": 9,
+    "twcomms.__main__": 9,
+    "twcomms.framing": 9,
+    "twcomms.codecs": 9,
+    "twcomms.protocol": 9,
+    "twcomms.service": 9,
+    "twcomms.cli": 9,
 }
 
 #: Private names of other code that twcomms uses, each in one helper that

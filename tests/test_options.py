@@ -29,6 +29,7 @@ from twcomms.options import (
     ReconnectOptions,
     ServerOptions,
     SlowConsumerPolicy,
+    WebOptions,
     option_fields,
     options_table,
 )
@@ -81,6 +82,10 @@ SAMPLES: dict[str, tuple[Any, str]] = {
     "history_length": (5000, "5000"),
     "redis_password_env": ("HUB_REDIS_PASSWORD", "HUB_REDIS_PASSWORD"),
     "redis_password_file": (os.devnull, os.devnull),  # read when made
+    "web": ("tcp:8080", "tcp:8080"),
+    "web_shared": (True, "yes"),
+    "web_origins": (("https://a.example",), "https://a.example"),
+    "classify_timeout": (0.5, "0.5"),
     "receive_high_count": (100, "100"),
     "receive_high_bytes": (1_000_000, "1000000"),
     "offline_max_count": (10, "10"),
@@ -103,6 +108,7 @@ EXCLUDED: dict[str, dict[type, str]] = {
         AccessOptions: "a client grants no access",
         ClusterOptions: "a client is one connection to one hub",
         FlowControl: "the threaded API's windows (see CommsServerFactory)",
+        WebOptions: "browsers connect to a server; the client speaks TCP",
     },
     "Server": {
         ReconnectOptions: "a server does not reconnect",
@@ -112,6 +118,7 @@ EXCLUDED: dict[str, dict[type, str]] = {
         ServerOptions: "a client has no clients",
         AccessOptions: "a client grants no access",
         ClusterOptions: "a client is one connection to one hub",
+        WebOptions: "browsers connect to a server; the client speaks TCP",
     },
     "twistd comms / twcomms serve": {
         ReconnectOptions: "the hub is a server",
@@ -122,6 +129,7 @@ EXCLUDED: dict[str, dict[type, str]] = {
         ServerOptions: "a client",
         AccessOptions: "a client",
         ClusterOptions: "a client",
+        WebOptions: "a client",
         ReconnectOptions: "each command makes one connection and reports how "
         "it ended (exit status 1 when it failed)",
         FlowControl: "it runs the Twisted API on the reactor thread",

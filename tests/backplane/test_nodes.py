@@ -310,3 +310,31 @@ def test_a_gap_in_a_publishers_sequence_is_counted_and_a_repeat_dropped(
     yield b.clients.sync()
     stats = b.clients.stats()
     assert (stats["gaps"], stats["missed"], stats["duplicates"]) == (1, 2, 1)
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_websocket_client_is_a_client_of_the_whole_hub(
+    redis_server: RedisServer, hub_name: str, nodes: list[Any]
+) -> Any:
+    # A browser on node B (a shared port): node A's broadcasts and sends
+    # by id reach it; what it sends, B relays to A's TCP client.
+    from twisted.internet import threads
+
+    from harness.websocket import TEXT, RawWebSocket
+
+    a, port_a = yield start_node(nodes, redis_server.url, hub_name)
+    b, port_b = yield start_node(nodes, redis_server.url, hub_name, web_shared=True)
+    b.on_message.append(lambda client, message: b.broadcast(message, exclude=client))
+    _, on_a = yield connect(nodes, port_a)
+    joined: defer.Deferred[Any] = defer.Deferred()
+    b.on_connect.append(lambda client: joined.called or joined.callback(client))
+    ws = yield threads.deferToThread(RawWebSocket, port_b)
+    browser = yield bounded(joined)
+    yield bounded(b.clients.sync())
+    a.broadcast({"to": "all"})
+    yield bounded(a.send_to(browser.id, {"to": "you"}))
+    got = yield threads.deferToThread(lambda: [ws.recv(), ws.recv()])
+    assert got == [(TEXT, b'{"to": "all"}'), (TEXT, b'{"to": "you"}')]
+    yield threads.deferToThread(ws.send_text, '{"from": "browser"}')
+    assert (yield on_a.wait(2))[-1] == {"from": "browser"}
+    ws.close()

@@ -70,6 +70,9 @@ class CommsProtocol(FrameReceiver):
     @ivar channel: the extended protocol's L{Channel} once agreed; L{None}
         on a plain connection (the original's frames, for life).
     @ivar identity: who the connection authenticated as, if it did.
+    @ivar answer: the hello's answer a server sent, once extended (the
+        last plain frame it writes: a transport that maps frames, as the
+        WebSocket gateway does, switches mapping after it).
     @ivar negotiation: how the connection starts (a hello sent or
         recognised) while it does: until then frames go to it, not to the
         receiver (a server's first frame; a client's until the answer).
@@ -81,6 +84,7 @@ class CommsProtocol(FrameReceiver):
     writer: FrameWriter | None = None
     channel: Channel | None = None
     identity: str | None = None
+    answer: bytes | None = None
     negotiationError: Exception | None = None
     _closing = False
     _begun = False
@@ -287,6 +291,7 @@ class CommsProtocol(FrameReceiver):
         limit = min(self.MAX_LENGTH, MAX_EXTENDED_MESSAGE)
         self.MAX_LENGTH = limit
         if answer is not None:
+            self.answer = answer
             self._writeUncounted(answer)
         writer = self._writer()
         writer.maxLength = limit

@@ -357,12 +357,19 @@ def makeService(options: Options, reactor: Any = None) -> MultiService:
     top = MultiService()
     top.factory = factory  # type: ignore[attr-defined]
     _CloseClients(factory).setServiceParent(top)
-    for description in options.endpoints():
+    # Each port serves TCP clients, or with --web-shared browsers too;
+    # --web is a port for browsers only.
+    serving = factory.listening_factory()
+    listeners = [(d, serving) for d in options.endpoints()]
+    web = options.comms.gateway.web
+    if web is not None:
+        listeners.append((listen_description(web), factory.site))
+    for description, served in listeners:
         # strports' services fail at start-up when a port cannot be
         # listened on, instead of running without it.
-        strports.service(
-            description, factory, reactor=factory.reactor
-        ).setServiceParent(top)
+        strports.service(description, served, reactor=factory.reactor).setServiceParent(
+            top
+        )
     if options["stats-interval"]:
         stats = TimerService(options["stats-interval"], _Stats(factory))
         stats.clock = factory.reactor

@@ -13,7 +13,8 @@ An option is a field of one of eight sections, each a frozen dataclass
     requests);
   - L{HelloOptions}: a client's ask for the extended protocol;
   - L{AccessOptions}: a server's for extended clients (authentication);
-  - L{ClusterOptions}: several hubs acting as one (a backplane).
+  - L{ClusterOptions}: several hubs acting as one (a backplane);
+  - L{WebOptions}: browsers as clients (the WebSocket gateway).
 
 L{Options} holds one of each: the one options object. A field carries its
 documentation and how it is read from command-line text
@@ -60,6 +61,7 @@ from twcomms.options.sections import (
     SlowConsumerPolicy,
 )
 from twcomms.options.spec import OptionSpec, option, option_fields
+from twcomms.options.web import WebOptions
 
 __all__ = [
     "DEFAULT_HANDSHAKE_TIMEOUT",
@@ -79,6 +81,7 @@ __all__ = [
     "ReconnectOptions",
     "ServerOptions",
     "SlowConsumerPolicy",
+    "WebOptions",
     "add_arguments",
     "from_arguments",
     "option",

@@ -29,6 +29,7 @@ from twcomms.options.spec import (
     read_whole_or_none,
     set_field,
 )
+from twcomms.options.web import WebOptions
 from twcomms.wire.codecs import DATA_TYPES, Codec, get_codec
 from twcomms.wire.framing import (
     DEFAULT_MAX_MESSAGE_SIZE,
@@ -388,6 +389,7 @@ SECTIONS: tuple[type, ...] = (
     HelloOptions,
     AccessOptions,
     ClusterOptions,
+    WebOptions,
 )
 
 
@@ -407,6 +409,7 @@ class Options:
     @ivar hello: L{HelloOptions}.
     @ivar access: L{AccessOptions}.
     @ivar cluster: L{ClusterOptions}.
+    @ivar gateway: L{WebOptions}.
     """
 
     connection: ConnectionOptions = field(default_factory=ConnectionOptions)
@@ -417,6 +420,7 @@ class Options:
     hello: HelloOptions = field(default_factory=HelloOptions)
     access: AccessOptions = field(default_factory=AccessOptions)
     cluster: ClusterOptions = field(default_factory=ClusterOptions)
+    gateway: WebOptions = field(default_factory=WebOptions)
 
     @classmethod
     def build(

@@ -54,6 +54,7 @@ from twcomms.options import (
     ExtensionOptions,
     Options,
     ServerOptions,
+    WebOptions,
 )
 from twcomms.options.readback import ConnectionReadback
 from twcomms.server.access import Access, Authenticator, RoomPolicy
@@ -61,6 +62,7 @@ from twcomms.server.endpoints import server_endpoint
 from twcomms.server.handle import ClientHandle
 from twcomms.server.pacing import when_drained
 from twcomms.server.registry import ClientRegistry, LocalClientRegistry, check_room
+from twcomms.web import SharedPortFactory, make_site
 from twcomms.wire.codecs import Codec
 from twcomms.wire.framing import Frame, check_size
 
@@ -69,7 +71,13 @@ __all__ = ["SERVER_SECTIONS", "CommsServerFactory"]
 _log = Logger()
 
 #: The option sections a server uses.
-SERVER_SECTIONS = (ConnectionOptions, ServerOptions, ExtensionOptions, AccessOptions)
+SERVER_SECTIONS = (
+    ConnectionOptions,
+    ServerOptions,
+    ExtensionOptions,
+    AccessOptions,
+    WebOptions,
+)
 
 ConnectCallback = Callable[[ClientHandle], object]
 CloseCallback = Callable[[ClientHandle, CloseReason], object]
@@ -191,6 +199,9 @@ class CommsServerFactory(ConnectionReadback, ServerFactory):
         self.rejected = 0
         self._closedTotals = [0, 0, 0, 0]
         self.connections: set[CommsProtocol] = set()
+        self._site: Any = None
+        self._shared: SharedPortFactory | None = None
+        self._webListening = False
         self._stopping = False
         self._registryRunning = False
         self.access = Access(self, authenticate, room_policy)
@@ -227,14 +238,19 @@ class CommsServerFactory(ConnectionReadback, ServerFactory):
 
     # -- building connections ---------------------------------------------
 
-    def buildProtocol(self, addr: Any) -> CommsProtocol:
+    def buildProtocol(
+        self, addr: Any, options: ConnectionOptions | None = None
+    ) -> CommsProtocol:
+        """
+        A connection for a client at C{addr}, with these connection options
+        (default: the server's; the WebSocket gateway's are little-endian).
+        """
         # 128 random bits as 32 hex digits, unique across processes (as
         # uuid4().hex, without building a UUID object per connection).
         handle = ClientHandle(self, os.urandom(16).hex())
-        options = self.options
         proto = CommsProtocol(
             handle,
-            options=options.connection,
+            options=options if options is not None else self.options.connection,
             clock=self.clock,
             negotiation=self._hello,
         )
@@ -263,19 +279,88 @@ class CommsServerFactory(ConnectionReadback, ServerFactory):
         """
         endpoint = server_endpoint(self.reactor, where)
         self._stopping = False
+        try:
+            serving = self.listening_factory()
+        except (ImportError, ValueError):
+            return fail()
+        web = self.options.gateway.web
+        if web is not None and not self._webListening:
+            self._webListening = True
+            return self.listen_web(web).addCallback(lambda _: self.listen(where))
 
         def listening(port: IListeningPort) -> IListeningPort:
             self.ports.append(port)
-            _log.info("twcomms server listening on {address}", address=port.getHost())
+            _log.info(
+                "twcomms server listening on {address}{web}",
+                address=port.getHost(),
+                web=" (TCP clients and browsers)" if serving is not self else "",
+            )
             return port
 
         # The registry is ready (a broker connected, say) before the first
         # client can arrive.
         started = self._startRegistry()
         d: Deferred[IListeningPort] = started.addCallback(
-            lambda _: endpoint.listen(self)
+            lambda _: endpoint.listen(serving)
         )
         return d.addCallback(listening)
+
+    def listen_web(
+        self, where: str | int | tuple[str, int] | IStreamServerEndpoint
+    ) -> Deferred[IListeningPort]:
+        """
+        Listen for browsers only (the gateway at C{/ws}, the JavaScript
+        client at C{/twcomms.js}): what C{web=} does on the first
+        L{listen}. Needs C{twcomms[web]}.
+        """
+        endpoint = server_endpoint(self.reactor, where)
+        try:
+            site = self.site
+        except ImportError:
+            return fail()
+
+        def listening(port: IListeningPort) -> IListeningPort:
+            self.ports.append(port)
+            _log.info(
+                "twcomms server listening for browsers on {address} "
+                "(ws://.../ws, /twcomms.js)",
+                address=port.getHost(),
+            )
+            return port
+
+        started = self._startRegistry()
+        d: Deferred[IListeningPort] = started.addCallback(
+            lambda _: endpoint.listen(site)
+        )
+        return d.addCallback(listening)
+
+    @property
+    def site(self) -> Any:
+        """
+        The C{twisted.web} site that serves this server's browsers (made
+        once; see L{twcomms.web.make_site}).
+
+        @raise ImportError: C{twcomms[web]} is not installed.
+        """
+        if self._site is None:
+            self._site = make_site(self)
+        return self._site
+
+    def listening_factory(self) -> Any:
+        """
+        What a port of this server serves: this factory, or with
+        C{web_shared} a L{SharedPortFactory} (TCP clients and browsers).
+        C{twistd comms} listens with it.
+
+        @raise ValueError: the port cannot be shared (see
+            L{twcomms.web.check_unambiguous}).
+        @raise ImportError: C{twcomms[web]} is not installed.
+        """
+        if not self.options.gateway.web_shared:
+            return self
+        if self._shared is None:
+            self._shared = SharedPortFactory(self, self.site)
+        return self._shared
 
     def _startRegistry(self) -> Deferred[None]:
         try:
