@@ -508,3 +508,32 @@ def test_server_restart_same_object(make_server, make_client):
     client = make_client(server.port)
     client.send({"after": "restart"})
     assert get(got, "message") == {"after": "restart"}
+
+
+# -- browsers ---------------------------------------------------------------
+
+
+def test_a_browser_and_a_seed_style_tcp_client_talk_through_a_threaded_server(
+    make_server,
+):
+    # Server(web=...) as a seed user would write it, plus one argument.
+    from harness.websocket import TEXT, RawWebSocket
+
+    server = make_server(web="tcp:0:interface=127.0.0.1")
+    assert server.web_port is not None and server.web_port != server.port
+    messages: queue.Queue[Any] = queue.Queue()
+    connected: queue.Queue[ConnectedClient] = queue.Queue()
+    server.add_onconnect_callback(connected.put)
+    server.add_onmessage_callback(messages.put)
+    ws = RawWebSocket(server.web_port)
+    browser = get(connected, "the browser's connect")
+    sock, _ = _connect_raw(server, connected)
+    with sock:
+        ws.send_text('{"from": "browser"}')
+        assert get(messages, "the browser's message") == {"from": "browser"}
+        server.sendTo({"to": "browser"}, browser)
+        server.broadcast({"to": "all"})
+        assert ws.recv() == (TEXT, b'{"to": "browser"}')
+        assert ws.recv() == (TEXT, b'{"to": "all"}')
+        assert recv_frame(sock) == b'{"to": "all"}'
+    ws.close()

@@ -361,3 +361,21 @@ async def test_a_websocket_client_that_stops_reading_is_dropped_alone() -> None:
         sock.close()
     finally:
         await server.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_limits_apply_to_websocket_clients_with_their_close_codes() -> None:
+    # max_clients counts browsers and TCP clients together (1013), and an
+    # idle browser is closed by the idle timeout (1000, its reason).
+    server, tcp, web = await serve(max_clients=1, idle_timeout=0.5)
+    try:
+        first = await threads.deferToThread(RawWebSocket, web)
+        await connected(server, 1)
+        second = await threads.deferToThread(RawWebSocket, web)
+        assert await threads.deferToThread(second.recv_close) == (1013, "max clients")
+        assert await threads.deferToThread(first.recv_close) == (1000, "idle timeout")
+        first.close()
+        second.close()
+        assert server.rejected == 1
+    finally:
+        await server.stop()

@@ -109,7 +109,9 @@ class CommsServerFactory(ConnectionReadback, ServerFactory):
         raises sends an error reply (its type name and message).
     @ivar access: what extended clients are granted (L{Access}).
     @ivar clients: the L{ClientRegistry}.
-    @ivar ports: the listening ports opened by L{listen}.
+    @ivar ports: the listening ports opened by L{listen} (and
+        L{listen_web}).
+    @ivar web_ports: those of them that serve browsers only.
     @ivar connections: every connection until it is lost, clients or not
         yet (a TLS handshake in progress).
     """
@@ -200,6 +202,7 @@ class CommsServerFactory(ConnectionReadback, ServerFactory):
         self._closedTotals = [0, 0, 0, 0]
         self.connections: set[CommsProtocol] = set()
         self._site: Any = None
+        self.web_ports: list[IListeningPort] = []
         self._shared: SharedPortFactory | None = None
         self._webListening = False
         self._stopping = False
@@ -321,6 +324,7 @@ class CommsServerFactory(ConnectionReadback, ServerFactory):
 
         def listening(port: IListeningPort) -> IListeningPort:
             self.ports.append(port)
+            self.web_ports.append(port)
             _log.info(
                 "twcomms server listening for browsers on {address} "
                 "(ws://.../ws, /twcomms.js)",
@@ -388,6 +392,7 @@ class CommsServerFactory(ConnectionReadback, ServerFactory):
         Stop accepting connections; connected clients stay.
         """
         ports, self.ports = self.ports, []
+        self.web_ports = []
         return gatherResults([d for p in ports if (d := p.stopListening()) is not None])
 
     def stop(self, timeout: float | None = 10.0) -> Deferred[Any]:

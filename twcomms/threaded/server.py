@@ -51,7 +51,11 @@ class Server(ServerRequests, Endpoint):
     @ivar address: the address given.
     @ivar port: the port given; after L{start}, the port listened on (so
         port 0 tells the chosen port).
+    @ivar web_port: after L{start} with C{web=}, the port browsers
+        connect to (C{ws://host:web_port/ws}); L{None} without one.
     """
+
+    web_port: int | None = None
 
     def __init__(
         self,
@@ -185,6 +189,8 @@ class Server(ServerRequests, Endpoint):
             host = port.getHost()
             if hasattr(host, "port"):
                 self.port = host.port
+            for web in self._factory.web_ports:
+                self.web_port = getattr(web.getHost(), "port", None)
         if self._keep_alive:
             self._loop.hold(self)
 
