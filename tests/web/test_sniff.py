@@ -176,3 +176,15 @@ async def test_a_listening_only_tcp_client_gets_broadcasts_on_a_shared_port() ->
         sock.close()
     finally:
         await server.stop()
+
+
+def test_an_http_connection_must_upgrade_within_the_handshake_timeout() -> None:
+    server, port, clock = shared(handshake_timeout=3.0)
+    sniffer, transport = accept(port)
+    transport.protocol.dataReceived(b"GET /ws HTTP/1.1\r\nHost: hub\r\n")
+    http = transport.protocol
+    assert not isinstance(http, (Sniffer, CommsProtocol))
+    clock.advance(2.9)
+    assert not transport.disconnecting
+    clock.advance(0.2)
+    assert transport.disconnecting  # still HTTP: aborted

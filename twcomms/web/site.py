@@ -97,7 +97,10 @@ def make_site(comms: ServerFactory) -> Site:
     root = _Root()
     root.putChild(b"ws", UpgradeResource(GatewayFactory(comms)))
     root.putChild(b"twcomms.js", ScriptResource())
-    site = Site(root)
+    # An HTTP connection is idle-timed out like a handshake: the site only
+    # serves a script and upgrades (twisted.web's default is 12 hours).
+    timeout = comms.options.connection.handshake_timeout
+    site = Site(root, timeout=timeout if timeout is not None else 60)
     site.noisy = False
     site.displayTracebacks = False
     return site

@@ -20,7 +20,8 @@ The rules (C{docs/web.md}):
     the protocol it turns out to be.
   - Over TLS, classification starts once the handshake is done, and
     C{handshake_timeout} bounds the handshake and classification together
-    from the moment the connection is accepted.
+    from the moment the connection is accepted; an HTTP connection must
+    also have become a WebSocket by then (on any shared port).
   - A connection counts toward C{max_clients} from the moment it is
     accepted: past it, a new connection is closed at once.
 
@@ -34,6 +35,7 @@ from typing import Any
 from twisted.internet.interfaces import IHandshakeListener, INegotiated
 from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.logger import Logger
+from twisted.protocols.policies import ProtocolWrapper
 from twisted.python.failure import Failure
 from twisted.web.server import Site
 from zope.interface import implementer
@@ -84,6 +86,7 @@ class Sniffer(Protocol):
         shared = self.shared
         shared.unclassified += 1
         clock = shared.comms.reactor
+        self._accepted = clock.seconds()
         if INegotiated.providedBy(self.transport):
             timeout = shared.comms.options.connection.handshake_timeout
             if timeout is not None:
@@ -136,11 +139,19 @@ class Sniffer(Protocol):
         data, self._buffer = self._buffer, b""
         shared = self.shared
         protocol: Any
+        transport = self.transport
         if data.startswith(GET):
             protocol = shared.site.buildProtocol(self.addr)
+            timeout = shared.comms.options.connection.handshake_timeout
+            if timeout is not None:
+                # The upgrade too must be done within handshake_timeout of
+                # the accept (the WebSocket protocol then holds the socket).
+                left = timeout - (shared.comms.reactor.seconds() - self._accepted)
+                shared.comms.reactor.callLater(
+                    max(left, 0), _abortIfStill, transport, protocol
+                )
         else:
             protocol = shared.comms.buildProtocol(self.addr)
-        transport = self.transport
         hand_over(transport, protocol)
         if self._handshaken and IHandshakeListener.providedBy(protocol):
             protocol.handshakeCompleted()
@@ -150,6 +161,21 @@ class Sniffer(Protocol):
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         if not self._done:
             self._finish()
+
+
+def _abortIfStill(transport: Any, http: Any) -> None:
+    current = (
+        transport.wrappedProtocol
+        if isinstance(transport, ProtocolWrapper)
+        else getattr(transport, "protocol", None)
+    )
+    if current is http and transport.connected:
+        _log.info(
+            "closing connection from {peer}: no WebSocket upgrade within the "
+            "handshake timeout",
+            peer=transport.getPeer(),
+        )
+        transport.abortConnection()
 
 
 class SharedPortFactory(Factory):
