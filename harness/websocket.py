@@ -106,12 +106,17 @@ class RawWebSocket:
 
     def recv_close(self, timeout: float = WAIT) -> tuple[int, str]:
         """
-        Skip messages until the server's close frame: its code and reason.
+        Skip messages until the server's close frame: its code and reason
+        (answered with a close frame, as a client does).
         """
         while True:
             opcode, payload = self.recv(timeout)
             if opcode == CLOSE:
                 (code,) = struct.unpack("!H", payload[:2])
+                try:
+                    self.send(payload[:2], CLOSE)  # the closing handshake
+                except OSError:
+                    pass  # the server dropped the socket already
                 return code, payload[2:].decode()
 
     def close(self) -> None:

@@ -26,6 +26,14 @@ def test_every_extensions_benchmark_cell_is_produced(tmp_path: Path) -> None:
     assert (tmp_path / "extensions-quick.json").exists()
 
 
+def test_every_websocket_benchmark_cell_is_produced(tmp_path: Path) -> None:
+    from benchmarks.websocket import problems, run_quick
+
+    run = run_quick(tmp_path)
+    assert not problems(run), problems(run)
+    assert (tmp_path / "websocket-quick.json").exists()
+
+
 def test_the_rooms_benchmark_runs_and_prints_its_figures(
     capsys: pytest.CaptureFixture[str],
 ) -> None:

@@ -92,7 +92,7 @@ async def test_a_producer_waiting_on_when_drained_keeps_memory_flat() -> None:
         await server.stop()
 
 
-def _slow_reader(port: int, rate: float, done: threading.Event, out: list[Any]) -> None:
+def slow_reader(port: int, rate: float, done: threading.Event, out: list[Any]) -> None:
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
     sock.settimeout(30)
@@ -129,7 +129,7 @@ async def test_the_hub_paces_a_raw_producer_to_its_slow_recipient() -> None:
     await connected.get()
     done = threading.Event()
     slow_out: list[Any] = []
-    slow = threading.Thread(target=_slow_reader, args=(port, 8 * MiB, done, slow_out))
+    slow = threading.Thread(target=slow_reader, args=(port, 8 * MiB, done, slow_out))
     slow.start()
     await connected.get()
     producer_sock = await threads.deferToThread(raw_connect, port, 30)

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 import pytest_twisted
-from twisted.internet import defer, threads
+from twisted.internet import defer, reactor, threads
 
 from harness.sockets import raw_connect, recv_frame, recv_json, send_json
 from harness.websocket import BINARY, CONTINUATION, TEXT, RawWebSocket
@@ -211,8 +211,8 @@ async def test_a_fragmented_1_gib_message_is_refused_with_1009_as_it_grows() -> 
     # past the maximum, and what it holds meanwhile stays near that.
     limit = 4 * MiB
     server, tcp, web = await serve(messageDataType="binary", max_message_size=limit)
-    closed: list[Any] = []
-    server.on_close.append(lambda client, reason: closed.append(str(reason)))
+    closed: defer.Deferred[Any] = defer.Deferred()
+    server.on_close.append(lambda client, reason: closed.callback(str(reason)))
     try:
         ws = await threads.deferToThread(RawWebSocket, web)
         await connected(server, 1)
@@ -235,7 +235,7 @@ async def test_a_fragmented_1_gib_message_is_refused_with_1009_as_it_grows() -> 
         tracemalloc.stop()
         assert code == 1009, reason
         assert "exceeds payload limit" in reason
-        assert closed == ["oversize"]
+        assert await closed.addTimeout(10, reactor) == "oversize"
         # The gateway read on (and discarded) during its closing handshake;
         # whatever of the 1 GiB it read, it held about the maximum.
         assert sent >= 8 * MiB
@@ -378,4 +378,65 @@ async def test_limits_apply_to_websocket_clients_with_their_close_codes() -> Non
         second.close()
         assert server.rejected == 1
     finally:
+        await server.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_hub_paces_a_flooding_browser_to_its_slow_recipient() -> None:
+    # Hub mode relays a browser's messages; a browser sending as fast as it
+    # can is read at the pace of the recipients (its socket paused), and
+    # the healthy recipient gets everything in order.
+    import threading
+
+    from tests.test_pacing_sockets import Counter, slow_reader
+    from twcomms import CommsClientFactory
+    from twcomms.connection import PauseReason
+    from twcomms.ops.service import Hub
+
+    server, tcp, web = await serve(
+        messageDataType="binary",
+        drain_high_water=2 * MiB,
+        drain_low_water=MiB // 2,
+        stall_timeout=5,
+    )
+    Hub(server, "broadcast")
+    joined: defer.DeferredQueue[Any] = defer.DeferredQueue()
+    server.on_connect.append(joined.put)
+    count = 48
+    healthy = Counter(count)
+    reader = CommsClientFactory("binary", on_message=healthy)
+    reader.connectTCP("127.0.0.1", tcp)
+    await joined.get()
+    done = threading.Event()
+    slow_out: list[Any] = []
+    slow = threading.Thread(target=slow_reader, args=(tcp, 8 * MiB, done, slow_out))
+    slow.start()
+    await joined.get()
+    ws = await threads.deferToThread(RawWebSocket, web)
+    producer = await joined.get()
+    paused: list[str] = []
+    real_pause = producer.protocol.pauseReading
+
+    def record(reason: str) -> None:
+        paused.append(reason)
+        real_pause(reason)
+
+    producer.protocol.pauseReading = record
+    body = b"." * (MiB - 4)
+    try:
+
+        def flood() -> None:
+            for i in range(count):
+                ws.send(i.to_bytes(4, "little") + body)
+
+        await threads.deferToThread(flood)
+        await healthy.done.addTimeout(60, reactor)
+        assert (healthy.count, healthy.bad) == (count, 0)
+        assert PauseReason.PACING in paused  # the browser's socket was paused
+        assert producer.connected
+    finally:
+        done.set()
+        ws.close()
+        await threads.deferToThread(slow.join, 30)
+        await reader.stop()
         await server.stop()

@@ -173,6 +173,26 @@ class MessageTransport:
     # -- out: frames to WebSocket frames ----------------------------------------
 
     def write(self, data: bytes) -> None:
+        # The common case first: one whole small frame, not the answer (no
+        # parse loop, one write). Profiled: the loop and its join were
+        # about 8% of a small echoed message's cost.
+        size = len(data)
+        if (
+            4 < size <= JOIN_LIMIT
+            and not (self._left or self._head or self._held or self._lost)
+            and _LENGTH.unpack_from(data)[0] == size - 4
+        ):
+            if self._extended:
+                if self.text:
+                    head = ws_header(TEXT, size - 4)
+                else:
+                    head = ws_header(BINARY, size - 3) + b"\x00"
+                self._socket.write(head + data[4:])
+                return
+            if data[4] != _NOT_TEXT:
+                opcode = TEXT if self.text else BINARY
+                self._socket.write(ws_header(opcode, size - 4) + data[4:])
+                return
         self.writeSequence((data,))
 
     def writeSequence(self, data: Any) -> None:
