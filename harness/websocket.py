@@ -9,6 +9,7 @@ Every read has a deadline (L{harness.sockets.recv_exact}).
 from __future__ import annotations
 
 import base64
+import contextlib
 import os
 import socket
 import struct
@@ -113,10 +114,10 @@ class RawWebSocket:
             opcode, payload = self.recv(timeout)
             if opcode == CLOSE:
                 (code,) = struct.unpack("!H", payload[:2])
-                try:
-                    self.send(payload[:2], CLOSE)  # the closing handshake
-                except OSError:
-                    pass  # the server dropped the socket already
+                # The closing handshake (the server may have dropped the
+                # socket already).
+                with contextlib.suppress(OSError):
+                    self.send(payload[:2], CLOSE)
                 return code, payload[2:].decode()
 
     def close(self) -> None:

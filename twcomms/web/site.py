@@ -80,6 +80,9 @@ class ScriptResource(Resource):
 
     def render_GET(self, request: Request) -> bytes:
         request.setHeader("content-type", "text/javascript; charset=utf-8")
+        # A public script: a page of any origin may import it (which
+        # origins may then connect is the gateway's check).
+        request.setHeader("access-control-allow-origin", "*")
         return CLIENT_SCRIPT
 
 

@@ -11,8 +11,9 @@
 //   await client.join("lobby");
 //
 // Events (set client.on<name> or addEventListener(name, e => e.detail)):
-// open, message (the message), close ({code, reason, wasClean}),
-// reconnecting ({attempt, delay}), decodeerror ({error, data}).
+// open, message (the message), close ({code, reason, wasClean}, and
+// message: what went wrong, when the client itself gave up on the
+// connection), reconnecting ({attempt, delay}), decodeerror ({error, data}).
 // client.onrequest = async (message) => reply answers the hub's requests.
 
 const HELLO_MAGIC = [0xff, 0x54, 0x57, 0x43, 0x4f, 0x4d, 0x4d, 0x53, 0x00,
@@ -165,6 +166,8 @@ export class Client extends EventTarget {
   /** Close for good (no reconnect). */
   close(code = 1000, reason = "closed") {
     this._closed = true;
+    // send() refuses from now on: a closing WebSocket would drop it silently.
+    this.connected = false;
     clearTimeout(this._retryTimer);
     if (this._ws) this._ws.close(code, reason);
   }
@@ -241,12 +244,21 @@ export class Client extends EventTarget {
     for (const [data, isText] of held) this._deliver(data, isText);
   }
 
+  // Give up on the connection (reason: the close reason, as the hub names
+  // it), at once: the closing handshake is not waited for, since a hub that
+  // went silent never answers it and the browser would hold the close event,
+  // and so the reconnection, until its own timeout (a minute in Chromium).
+  // A script may close with 1000 or 3000-4999: 1002 and 1008 go as 4002, 4008.
   _fail(code, reason, detail) {
-    this._failure = detail;
-    if (this._ws) this._ws.close(code === 1002 ? 4002 : 4008, reason);
+    const ws = this._ws;
+    if (!ws || ws.readyState === WebSocket.CLOSED) return;  // closed already
+    const sent = code === 1000 ? 1000 : code + 3000;
+    ws.close(sent, reason);
+    this._ws = null;  // its own close event, whenever it comes, is ignored
+    this._onClose({ code: sent, reason, wasClean: false }, detail);
   }
 
-  _onClose(event) {
+  _onClose(event, detail) {
     clearTimeout(this._helloTimer);
     clearTimeout(this._silenceTimer);
     const wasOpen = this.connected;
@@ -258,9 +270,9 @@ export class Client extends EventTarget {
         `the connection closed (${event.code} ${event.reason}) before an answer came`));
     }
     this._pending.clear();
-    this._emit("close", { code: event.code, reason: event.reason || this._failure || "",
-      wasClean: event.wasClean });
-    this._failure = undefined;
+    const closed = { code: event.code, reason: event.reason, wasClean: event.wasClean };
+    if (detail !== undefined) closed.message = detail;
+    this._emit("close", closed);
     if (wasOpen) this._opened();
     if (this._closed || !this.reconnect) return;
     const delay = Math.min(this.maxDelay, this.initialDelay * 2 ** this._attempt)
@@ -340,7 +352,11 @@ export class Client extends EventTarget {
       if (typeof message !== "string") throw new TypeError("a string hub takes strings");
       return message;
     }
-    return JSON.stringify(message);
+    const text = JSON.stringify(message);
+    if (text === undefined) {
+      throw new TypeError(`a json hub takes JSON values, not ${typeof message}`);
+    }
+    return text;
   }
 
   _decode(data, isText) {
