@@ -338,3 +338,35 @@ def test_a_websocket_client_is_a_client_of_the_whole_hub(
     yield threads.deferToThread(ws.send_text, '{"from": "browser"}')
     assert (yield on_a.wait(2))[-1] == {"from": "browser"}
     ws.close()
+
+
+@pytest_twisted.inlineCallbacks
+def test_metrics_show_the_backplane(
+    redis_server: RedisServer, hub_name: str, nodes: list[Any]
+) -> Any:
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+    from twisted.internet import threads
+
+    a, port_a = yield start_node(nodes, redis_server.url, hub_name, metrics=True)
+    web = (yield bounded(a.listen_web("tcp:0:interface=127.0.0.1"))).getHost().port
+    for n in range(3):
+        a.broadcast({"n": n})
+    yield bounded(a.clients.sync())
+
+    def scrape() -> dict[str, float]:
+        url = f"http://127.0.0.1:{web}/metrics"
+        with urllib.request.urlopen(url, timeout=10) as response:
+            text = response.read().decode()
+        return {
+            s.name: s.value
+            for f in text_string_to_metric_families(text)
+            for s in f.samples
+        }
+
+    got = yield threads.deferToThread(scrape)
+    assert got["twcomms_backplane_up"] == 1
+    assert got["twcomms_backplane_published_total"] == 3
+    assert got["twcomms_backplane_gaps_total"] == 0
+    assert got["twcomms_backplane_waiting"] == 0

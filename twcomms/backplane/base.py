@@ -449,6 +449,13 @@ class Backplane(LocalClientRegistry):
             return
         LocalClientRegistry.broadcast(self, frame, envelope.exclude, envelope.room)
 
+    @property
+    def linked(self) -> bool:
+        """
+        Whether the link to the broker is up (the metrics' backplane_up).
+        """
+        return self._linked
+
     def stats(self) -> dict[str, int]:
         """
         The registry's figures, L{counters}, and C{kept}: messages (and

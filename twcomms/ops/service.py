@@ -364,7 +364,7 @@ def makeService(options: Options, reactor: Any = None) -> MultiService:
     listeners = [(d, serving) for d in options.endpoints()]
     web = options.comms.gateway.web
     if web is not None:
-        listeners.append((listen_description(web), factory.site))
+        listeners.append((listen_description(web), factory.web_site))
     for description, served in listeners:
         # strports' services fail at start-up when a port cannot be
         # listened on, instead of running without it.

@@ -82,6 +82,32 @@ class WebOptions:
         metavar="SECONDS",
     )
 
+    dashboard: bool = option(
+        False,
+        "Serve the live dashboard (clients, rooms, rates, close reasons, the "
+        "backplane) at / of the web listener (--web; never on a shared "
+        "port). Read-only; it shows addresses and identities: bind the web "
+        "listener where only operators reach it, or set monitor_token.",
+        read_flag,
+        metavar="YES|NO",
+    )
+    metrics: bool = option(
+        False,
+        "Serve Prometheus metrics at /metrics of the web listener (--web; "
+        "never on a shared port).",
+        read_flag,
+        metavar="YES|NO",
+    )
+    monitor_token: str | None = option(
+        None,
+        "Require this token for the dashboard and /metrics (?token=TOKEN, or "
+        "Authorization: Bearer TOKEN): env:NAME reads it from an environment "
+        "variable, file:PATH from a file's first line (then it is in no "
+        "process list), anything else is the token.",
+        _read_endpoint,
+        metavar="TOKEN",
+    )
+
     def __post_init__(self) -> None:
         if self.web is not None and not isinstance(self.web, (str, int)):
             raise TypeError("web must be an endpoint description, a port, or None")
@@ -90,6 +116,11 @@ class WebOptions:
         if not isinstance(self.web_shared, bool):
             raise TypeError("web_shared must be True or False")
         set_field(self, "web_origins", _origins(self.web_origins))
+        for name in ("dashboard", "metrics"):
+            if not isinstance(getattr(self, name), bool):
+                raise TypeError(f"{name} must be True or False")
+        if self.monitor_token is not None and not isinstance(self.monitor_token, str):
+            raise TypeError("monitor_token must be a string or None")
         timeout = check_timeout("classify_timeout", self.classify_timeout)
         if timeout is None:
             raise ValueError("classify_timeout must be a positive number of seconds")

@@ -22,7 +22,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from twcomms.connection import CloseReason
-from twcomms.connection.events import first_answer
+from twcomms.connection.events import call_each, first_answer
 from twcomms.errors import AuthenticationError, InvalidRoomError, RemoteError
 from twcomms.options import MIN_HEARTBEAT_INTERVAL, Options
 from twcomms.wire.extended import Hello, Kind, check_room
@@ -307,7 +307,28 @@ class Access:
             return _refuse(
                 AuthenticationError("NotAuthenticated", "authenticate first")
             )
-        return first_answer(self.factory.on_request, client, message)
+        factory = self.factory
+        if not factory.on_request_done:
+            return first_answer(factory.on_request, client, message)
+        started = factory.clock.seconds()
+
+        def done(result: Any) -> Any:
+            seconds = factory.clock.seconds() - started
+            failed = isinstance(result, Failure)
+            call_each(
+                factory.on_request_done, "on_request_done", client, seconds, failed
+            )
+            return result
+
+        try:
+            answer = first_answer(factory.on_request, client, message)
+        except Exception:
+            done(Failure())
+            raise
+        if isinstance(answer, Deferred):
+            return answer.addBoth(done)
+        done(answer)
+        return answer
 
     def unauthenticated(self, client: ClientHandle, what: str) -> None:
         """

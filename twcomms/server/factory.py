@@ -62,7 +62,7 @@ from twcomms.server.endpoints import server_endpoint
 from twcomms.server.handle import ClientHandle
 from twcomms.server.pacing import when_drained
 from twcomms.server.registry import ClientRegistry, LocalClientRegistry, check_room
-from twcomms.web import SharedPortFactory, make_site
+from twcomms.web import Monitor, SharedPortFactory, make_site
 from twcomms.wire.codecs import Codec
 from twcomms.wire.framing import Frame, check_size
 
@@ -84,6 +84,7 @@ CloseCallback = Callable[[ClientHandle, CloseReason], object]
 MessageCallback = Callable[[ClientHandle, Any], object]
 DecodeErrorCallback = Callable[[ClientHandle, DecodeError], object]
 RequestHandler = Callable[[ClientHandle, Any], Any]
+RequestDoneCallback = Callable[[ClientHandle, float, bool], object]
 
 
 class CommsServerFactory(ConnectionReadback, ServerFactory):
@@ -107,6 +108,9 @@ class CommsServerFactory(ConnectionReadback, ServerFactory):
         client's requests, in order: the first to return something other
         than L{None} (or a Deferred firing with it) is the reply; one that
         raises sends an error reply (its type name and message).
+    @ivar on_request_done: callables C{f(client, seconds, failed)}, called
+        once a request of C{client} is answered (the dashboard's and
+        metrics' request figures).
     @ivar access: what extended clients are granted (L{Access}).
     @ivar clients: the L{ClientRegistry}.
     @ivar ports: the listening ports opened by L{listen} (and
@@ -197,11 +201,14 @@ class CommsServerFactory(ConnectionReadback, ServerFactory):
         self.on_message: list[MessageCallback] = callback_list(on_message)
         self.on_decode_error: list[DecodeErrorCallback] = callback_list(on_decode_error)
         self.on_request: list[RequestHandler] = callback_list(on_request)
+        self.on_request_done: list[RequestDoneCallback] = []
         self.ports: list[IListeningPort] = []
         self.rejected = 0
         self._closedTotals = [0, 0, 0, 0]
         self.connections: set[CommsProtocol] = set()
         self._site: Any = None
+        self._webSite: Any = None
+        self._monitor: Monitor | None = None
         self.web_ports: list[IListeningPort] = []
         self._shared: SharedPortFactory | None = None
         self._webListening = False
@@ -318,8 +325,8 @@ class CommsServerFactory(ConnectionReadback, ServerFactory):
         """
         endpoint = server_endpoint(self.reactor, where)
         try:
-            site = self.site
-        except ImportError:
+            site = self.web_site
+        except (ImportError, ValueError, OSError):
             return fail()
 
         def listening(port: IListeningPort) -> IListeningPort:
@@ -341,14 +348,37 @@ class CommsServerFactory(ConnectionReadback, ServerFactory):
     @property
     def site(self) -> Any:
         """
-        The C{twisted.web} site that serves this server's browsers (made
-        once; see L{twcomms.web.make_site}).
+        The C{twisted.web} site a shared port's browsers get: the gateway
+        and the script (made once; see L{twcomms.web.make_site}).
 
         @raise ImportError: C{twcomms[web]} is not installed.
         """
         if self._site is None:
             self._site = make_site(self)
         return self._site
+
+    @property
+    def web_site(self) -> Any:
+        """
+        The site a browsers-only listener (C{web=}, L{listen_web}) serves:
+        L{site}'s, and the dashboard and C{/metrics} when the options ask
+        for them.
+
+        @raise ImportError: C{twcomms[web]} is not installed.
+        """
+        if self._webSite is None:
+            self._webSite = make_site(self, monitoring=True)
+        return self._webSite
+
+    @property
+    def monitor(self) -> Monitor:
+        """
+        What the dashboard and metrics show that the factory does not count
+        itself (close reasons, requests, rates): a L{Monitor}, made once.
+        """
+        if self._monitor is None:
+            self._monitor = Monitor(self)
+        return self._monitor
 
     def listening_factory(self) -> Any:
         """

@@ -31,6 +31,15 @@ class ServerFactory(Protocol):
     connections: set[CommsProtocol]
     rejected: int
 
+    @property
+    def monitor(self) -> Any:
+        """
+        The figures the dashboard and metrics show (a L{Monitor}); its
+        events and views need the factory's C{clients}, C{on_connect},
+        C{on_close}, C{on_decode_error}, C{on_request_done}, C{totals()},
+        C{rooms()}, C{members()} and C{rooms_of()} too.
+        """
+
     def buildProtocol(
         self, addr: Any, options: ConnectionOptions | None = None
     ) -> CommsProtocol:

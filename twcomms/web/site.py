@@ -1,8 +1,11 @@
 """
 What a web listener serves: a C{twisted.web} L{Site} with the WebSocket
-gateway at C{/ws} and the JavaScript client at C{/twcomms.js}, and nothing
-else (404). The dashboard and metrics of a later issue are resources on
-the same site.
+gateway at C{/ws} and the JavaScript client at C{/twcomms.js}; on a
+browsers-only listener, when asked for, the dashboard (C{/} and
+C{/dashboard/ws}, L{twcomms.web.dashboard}) and C{/metrics}
+(L{twcomms.web.metrics}); nothing else (404). A shared port never serves
+the dashboard or metrics: they are where the operator puts a web
+listener.
 
 L{UpgradeResource} hands an upgrade request's connection from
 C{twisted.web} to autobahn: the HTTP channel lets go of the socket (its
@@ -23,8 +26,15 @@ from twisted.web.server import NOT_DONE_YET, Request, Site
 
 from twcomms.web.gateway import GatewayFactory
 from twcomms.web.handover import ServerFactory, hand_over
+from twcomms.web.monitor import Monitor, read_token
 
-__all__ = ["CLIENT_SCRIPT", "ScriptResource", "UpgradeResource", "make_site"]
+__all__ = [
+    "CLIENT_SCRIPT",
+    "ScriptResource",
+    "UpgradeResource",
+    "WebSite",
+    "make_site",
+]
 
 #: The JavaScript client, as served at C{/twcomms.js}.
 CLIENT_SCRIPT: bytes = files("twcomms.web").joinpath("twcomms.js").read_bytes()
@@ -32,13 +42,15 @@ CLIENT_SCRIPT: bytes = files("twcomms.web").joinpath("twcomms.js").read_bytes()
 
 class UpgradeResource(Resource):
     """
-    The gateway's URL: a WebSocket upgrade request's connection becomes a
-    L{GatewayFactory} protocol's; any other request gets 426.
+    A WebSocket URL (the gateway's, the dashboard's): an upgrade request's
+    connection becomes the WebSocket factory's protocol's; any other
+    request gets 426.
     """
 
     isLeaf = True
 
-    def __init__(self, gateway: GatewayFactory) -> None:
+    def __init__(self, gateway: Any) -> None:
+        # (A GatewayFactory, or the dashboard's WebSocket factory.)
         super().__init__()
         self.gateway = gateway
 
@@ -92,10 +104,28 @@ class _Root(Resource):
         return notFound()
 
 
-def make_site(comms: ServerFactory) -> Site:
+class WebSite(Site):
     """
-    The site a web listener (or a shared port's HTTP connections) serves
-    for the server factory C{comms}.
+    A site that runs its server's L{Monitor} (rates sampled once a second)
+    while a port serves it, when it shows the dashboard or metrics.
+    """
+
+    monitor: Monitor | None = None
+
+    def startFactory(self) -> None:
+        if self.monitor is not None:
+            self.monitor.start()
+
+    def stopFactory(self) -> None:
+        if self.monitor is not None:
+            self.monitor.stop()
+
+
+def make_site(comms: ServerFactory, monitoring: bool = False) -> Site:
+    """
+    The site a web listener (C{monitoring}: with the dashboard and metrics
+    its options ask for) or a shared port's HTTP connections serve for the
+    server factory C{comms}.
     """
     root = _Root()
     root.putChild(b"ws", UpgradeResource(GatewayFactory(comms)))
@@ -103,7 +133,22 @@ def make_site(comms: ServerFactory) -> Site:
     # An HTTP connection is idle-timed out like a handshake: the site only
     # serves a script and upgrades (twisted.web's default is 12 hours).
     timeout = comms.options.connection.handshake_timeout
-    site = Site(root, timeout=timeout if timeout is not None else 60)
+    site = WebSite(root, timeout=timeout if timeout is not None else 60)
     site.noisy = False
     site.displayTracebacks = False
+    gateway = comms.options.gateway
+    if monitoring and (gateway.dashboard or gateway.metrics):
+        monitor = site.monitor = comms.monitor
+        token = read_token(gateway.monitor_token)
+        if gateway.dashboard:
+            from twcomms.web.dashboard import DashboardFactory, DashboardPage
+
+            root.putChild(b"", DashboardPage(token))
+            folder = _Root()
+            folder.putChild(b"ws", UpgradeResource(DashboardFactory(monitor, token)))
+            root.putChild(b"dashboard", folder)
+        if gateway.metrics:
+            from twcomms.web.metrics import MetricsResource, metrics_registry
+
+            root.putChild(b"metrics", MetricsResource(metrics_registry(monitor), token))
     return site
