@@ -101,6 +101,7 @@ from benchmarks.summary import (
     compact,
     compare,
     interleave,
+    missing_rounds,
     num,
     ratio,
     values,
@@ -1381,15 +1382,7 @@ def problems(run: dict[str, Any]) -> list[str]:
     cell without a median or a ratio, or no profile breakdown. Empty when
     every figure was produced.
     """
-    found = {(r["cell"], r["round"]): r for r in run["rounds"]}
-    out = []
-    for key in run["cells"]:
-        for r in range(run["settings"]["rounds"]):
-            got = found.get((key, r))
-            if got is None:
-                out.append(f"{key} round {r + 1}: missing")
-            elif got["status"] != "ok":
-                out.append(f"{key} round {r + 1}: {one_line(got)}")
+    out = missing_rounds(run, one_line)
     for row in run.get("summary", []):
         if row["median"] is None or row["vs_same"] is None:
             out.append(f"{row['cell']} {row['figure']}: no figure")

@@ -92,7 +92,15 @@ from benchmarks.peers.report import one_line
 from benchmarks.peers.run import environment
 from benchmarks.peers.runner import CellError, Cutoff, Proc, cell_specs, figures
 from benchmarks.peers.settings import FULL, QUICK, RESULTS, Settings
-from benchmarks.summary import compact, compare, interleave, num, ratio, write_run
+from benchmarks.summary import (
+    compact,
+    compare,
+    interleave,
+    missing_rounds,
+    num,
+    ratio,
+    write_run,
+)
 from benchmarks.summary import row as summary_row
 
 MODULE = "benchmarks.extensions"
@@ -754,15 +762,7 @@ def problems(run: dict[str, Any]) -> list[str]:
     What is wrong with a run: a (cell, round) missing or not ok, or a cell
     without a median or a ratio. Empty when every figure was produced.
     """
-    found = {(r["cell"], r["round"]): r for r in run["rounds"]}
-    out = []
-    for key in run["cells"]:
-        for r in range(run["settings"]["rounds"]):
-            got = found.get((key, r))
-            if got is None:
-                out.append(f"{key} round {r + 1}: missing")
-            elif got["status"] != "ok":
-                out.append(f"{key} round {r + 1}: {one_line(got)}")
+    out = missing_rounds(run, one_line)
     for row in run.get("summary", []):
         if row["median"] is None or row["vs_plain"] is None:
             out.append(f"{row['cell']} {row['figure']}: no figure")

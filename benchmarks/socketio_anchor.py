@@ -118,7 +118,15 @@ from benchmarks.peers.cli import round_arguments
 from benchmarks.peers.run import environment
 from benchmarks.peers.runner import CellError, Cutoff, Proc, client_split
 from benchmarks.peers.settings import RESULTS
-from benchmarks.summary import compare, interleave, num, ratio, values, write_run
+from benchmarks.summary import (
+    compare,
+    interleave,
+    missing_rounds,
+    num,
+    ratio,
+    values,
+    write_run,
+)
 from harness.redis import redis_command
 
 MODULE = "benchmarks.socketio_anchor"
@@ -780,15 +788,7 @@ def problems(run: dict[str, Any]) -> list[str]:
     What is wrong with a run: a (cell, round) missing or not ok, or a
     compared figure without a median. Empty when every figure was produced.
     """
-    found = {(r["cell"], r["round"]): r for r in run["rounds"]}
-    out = []
-    for key in run["cells"]:
-        for r in range(run["settings"]["rounds"]):
-            got = found.get((key, r))
-            if got is None:
-                out.append(f"{key} round {r + 1}: missing")
-            elif got["status"] != "ok":
-                out.append(f"{key} round {r + 1}: {one_line(got)}")
+    out = missing_rounds(run, one_line)
     for row in run.get("summary", []):
         if row["ratio"] is None:
             out.append(f"{row['group']}/{row['layout']} {row['figure']}: no ratio")

@@ -150,3 +150,22 @@ def compact(v: float | None, unit: str) -> str:
     if unit in ("msgs/s", "deliveries/s"):
         return f"{v / 1000:.0f}k"
     return f"{v:.0f}"
+
+
+def missing_rounds(
+    run: dict[str, Any], describe: Callable[[dict[str, Any]], str]
+) -> list[str]:
+    """
+    Each (cell, round) of C{run} that is missing or not ok, as a line
+    (C{describe} tells what a failed round said).
+    """
+    found = {(r["cell"], r["round"]): r for r in run["rounds"]}
+    out = []
+    for key in run["cells"]:
+        for r in range(run["settings"]["rounds"]):
+            got = found.get((key, r))
+            if got is None:
+                out.append(f"{key} round {r + 1}: missing")
+            elif got["status"] != "ok":
+                out.append(f"{key} round {r + 1}: {describe(got)}")
+    return out
