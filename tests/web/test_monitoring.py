@@ -9,6 +9,7 @@ metrics; the dashboard's WebSocket hears of a client at once.
 from __future__ import annotations
 
 import json
+import time
 import urllib.error
 import urllib.request
 from typing import Any
@@ -216,4 +217,56 @@ async def test_the_dashboard_hears_of_a_client_at_once() -> None:
         sock.close()
         board.close()
     finally:
+        await server.stop()
+
+
+@pytest_twisted.ensureDeferred
+@pytest.mark.parametrize("token", ["s3cret", "a+b", "a&b=c", "sp ace%"])
+async def test_any_token_opens_the_dashboards_websocket(token: str) -> None:
+    # (autobahn hands the query decoded: it is encoded again to be checked.)
+    from urllib.parse import quote
+
+    server, tcp, web = await serve(dashboard=True, monitor_token=token)
+    try:
+        path = "/dashboard/ws?token=" + quote(token, safe="")
+        board = await threads.deferToThread(RawWebSocket, web, path)
+        assert board.status == 101
+        board.close()
+    finally:
+        await server.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_dashboard_that_sends_is_dropped_and_snapshots_grow_freely() -> None:
+    # Read-only: a dashboard sending anything is dropped at its first
+    # frame; what the hub sends is not bounded (a snapshot of many
+    # clients is well over 4 KiB).
+    server, tcp, web = await serve(dashboard=True)
+    socks = []
+    try:
+        joined = waiter(server.on_connect, 30)
+        for _ in range(30):
+            socks.append(await threads.deferToThread(raw_connect, tcp))
+        await joined
+        board = await threads.deferToThread(RawWebSocket, web, "/dashboard/ws")
+        opcode, payload = await threads.deferToThread(board.recv)
+        assert len(json.loads(payload)["clients"]) == 30 and len(payload) > 4096
+        await threads.deferToThread(board.send_text, "hello")
+
+        def dropped() -> bool:
+            deadline = time.monotonic() + 5
+            try:
+                while time.monotonic() < deadline:
+                    board.recv(timeout=5)  # snapshots, until dropped
+            except TimeoutError:
+                return False  # still open, silent
+            except (EOFError, OSError):
+                return True
+            return False  # still open, sending snapshots
+
+        assert await threads.deferToThread(dropped)
+        assert len(server.clients) == 30
+    finally:
+        for sock in socks:
+            sock.close()
         await server.stop()

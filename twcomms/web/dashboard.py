@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 from importlib.resources import files
 from typing import Any
+from urllib.parse import urlencode
 
 from autobahn.twisted.websocket import (
     WebSocketServerFactory,
@@ -76,7 +77,7 @@ class DashboardProtocol(WebSocketServerProtocol):
         ):
             raise ConnectionDeny(403, "the dashboard is same-origin only")
         header = request.headers.get("authorization")
-        if not authorized(gateway.token, header, request.path + "?" + _query(request)):
+        if not authorized(gateway.token, header, _query(request)):
             raise ConnectionDeny(401, "token needed")
 
     def onOpen(self) -> None:
@@ -94,8 +95,14 @@ class DashboardProtocol(WebSocketServerProtocol):
                 CHANGE_DELAY, self.tick
             )
 
+    def onMessageBegin(self, isBinary: bool) -> None:
+        # Read-only: a dashboard has nothing to send; one that does is
+        # dropped before its message is buffered.
+        super().onMessageBegin(isBinary)
+        self.dropConnection(abort=True)
+
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
-        pass  # read-only: nothing a dashboard sends changes the hub
+        pass
 
     def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
         self._open = False
@@ -106,8 +113,10 @@ class DashboardProtocol(WebSocketServerProtocol):
 
 
 def _query(request: Any) -> str:
+    # autobahn's params are decoded already: encoded again, so authorized()
+    # decodes a token with '+' or '&' to itself.
     params = getattr(request, "params", {}) or {}
-    return "&".join(f"{k}={v[0]}" for k, v in params.items() if v)
+    return "?" + urlencode(params, doseq=True)
 
 
 class DashboardFactory(WebSocketServerFactory):
@@ -122,6 +131,10 @@ class DashboardFactory(WebSocketServerFactory):
         super().__init__()
         self.monitor = monitor
         self.token = token
+        # No message-size bound: autobahn applies it to what we send too,
+        # and a snapshot grows with the clients and the rate history (a
+        # 4 KiB bound froze dashboards within a minute). What a dashboard
+        # sends is refused at its first frame (onMessageBegin) instead.
         self.setProtocolOptions(
-            maxMessagePayloadSize=4096, autoPingInterval=0, failByDrop=False
+            maxFramePayloadSize=4096, autoPingInterval=0, failByDrop=False
         )

@@ -21,6 +21,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
 from twisted.web.server import Request
 
 from twcomms.web.frames import MessageTransport
@@ -33,6 +34,8 @@ __all__ = [
     "read_token",
     "refuse",
 ]
+
+_log = Logger()
 
 #: The request latency histogram's upper bounds, in seconds.
 LATENCY_BOUNDS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
@@ -201,7 +204,11 @@ class Monitor:
         if cluster is not None and self._ticks % CLUSTER_EVERY == 1:
             cluster().addCallbacks(self._clustered, lambda failure: None)
         for watcher in list(self.watchers):
-            watcher.tick()
+            try:
+                watcher.tick()
+            except Exception:
+                # One dashboard failing stops neither sampling nor the others.
+                _log.failure("a dashboard could not be updated")
 
     def _clustered(self, nodes: dict[str, int]) -> None:
         self.cluster = dict(nodes)
