@@ -93,7 +93,6 @@ line; the python-socketio processes are in L{benchmarks.socketio_nodes}.)
 from __future__ import annotations
 
 import argparse
-import contextlib
 import datetime
 import json
 import math
@@ -712,16 +711,6 @@ def print_report(run: dict[str, Any]) -> list[str]:
 # -- running ------------------------------------------------------------------
 
 
-def _versions() -> dict[str, str]:
-    from importlib.metadata import version
-
-    found = {}
-    for dist in VERSIONS:
-        with contextlib.suppress(Exception):
-            found[dist] = version(dist)
-    return found
-
-
 def run_benchmark(
     sizes: Sizes,
     rounds: int = ROUNDS,
@@ -760,7 +749,7 @@ def run_benchmark(
             "relay": "await sio.emit('m', data, skip_sid=sid)",
             "client": "socketio.AsyncClient(); connect(url, transports=['websocket'])",
         },
-        "environment": {**environment(), **_versions()},
+        "environment": environment(*VERSIONS),
         "rounds": [],
     }
     with RedisServer() as redis:

@@ -98,7 +98,6 @@ from __future__ import annotations
 
 import argparse
 import base64
-import contextlib
 import cProfile
 import datetime
 import hashlib
@@ -1032,16 +1031,6 @@ def print_profiles(run: dict[str, Any], profile_dir: Path) -> None:
 # -- running -------------------------------------------------------------------
 
 
-def _versions() -> dict[str, str]:
-    from importlib.metadata import version
-
-    found = {}
-    for dist in VERSIONS:
-        with contextlib.suppress(Exception):
-            found[dist] = version(dist)
-    return found
-
-
 def run_benchmark(
     sizes: Sizes,
     rounds: int = ROUNDS,
@@ -1080,7 +1069,7 @@ def run_benchmark(
             "client": "raw socket, precomputed masked frames, no extension; "
             "replies checked (opcode, length, first 64 bytes, order)",
         },
-        "environment": {**environment(), **_versions()},
+        "environment": environment(*VERSIONS),
         "rounds": [],
     }
     if profile_dir is not None:

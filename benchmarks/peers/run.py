@@ -36,7 +36,11 @@ from benchmarks.peers.settings import (
 from benchmarks.peers.targets import evaluate, print_targets
 
 
-def environment() -> dict[str, Any]:
+def environment(*packages: str) -> dict[str, Any]:
+    """
+    The machine and the versions of Twisted, twcomms, pyzmq and
+    C{packages} (those installed), recorded with a run.
+    """
     env: dict[str, Any] = {
         "python": platform.python_version(),
         "platform": platform.platform(),
@@ -46,7 +50,7 @@ def environment() -> dict[str, Any]:
     try:
         from importlib.metadata import version
 
-        for dist in ("twisted", "twcomms", "pyzmq"):
+        for dist in ("twisted", "twcomms", "pyzmq", *packages):
             with contextlib.suppress(Exception):
                 env[dist] = version(dist)
     except ImportError:  # pragma: no cover

@@ -149,8 +149,11 @@ class MessageTransport:
 
     def messageReceived(self, payload: bytes, isBinary: bool) -> None:
         """
-        One WebSocket message from the peer.
+        One WebSocket message from the peer (delivered while closing, as
+        TCP's data is, until the socket is gone).
         """
+        if self._lost:
+            return
         protocol = self.protocol
         assert protocol is not None
         if isBinary and protocol.channel is not None:
@@ -319,12 +322,8 @@ class MessageTransport:
         """
         if self._lost:
             return
-        code, _ = self._closeCode()
-        if self.midFrame or (
-            code == 1008
-            and self.protocol is not None
-            and (self.protocol.closeReason is CloseReason.SLOW_CONSUMER)
-        ):
+        reason = self.protocol.closeReason if self.protocol is not None else None
+        if self.midFrame or reason is CloseReason.SLOW_CONSUMER:
             self._lost = True
             self._socket.abortConnection()
             return

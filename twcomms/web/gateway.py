@@ -113,9 +113,8 @@ class GatewayProtocol(WebSocketServerProtocol):
         self.message_data = None  # type: ignore[assignment]
 
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
-        messages = self._messages
-        if messages is not None and not messages.disconnecting:
-            messages.messageReceived(payload, isBinary)
+        if self._messages is not None:
+            self._messages.messageReceived(payload, isBinary)
 
     def sendData(
         self, data: bytes, sync: bool = False, chopsize: int | None = None
